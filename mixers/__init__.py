@@ -1,0 +1,1 @@
+"""Selection and mixing: embeddings, k-means, cluster sampling, proxies, weight learners, RegMix."""

@@ -1,0 +1,1 @@
+"""The tamis engine: job spec, readers and writers, the Ray runner, reports and the CLI."""

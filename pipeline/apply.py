@@ -1,0 +1,141 @@
+"""Applying a stage to one Arrow batch: score the live rows, attach columns, mark rejections.
+
+Pure functions, no Ray: `pipeline.ray_runner` wraps them in `map_batches`. Rows already rejected by
+an earlier stage pass through untouched (their new columns are null); the first failing rule of the
+first stage that rejects a row sets `reject_stage` / `reject_reason`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.rules import Rule, first_failure
+from scorers.base import Stage
+
+REJECT_COLUMNS = ("reject_stage", "reject_reason")
+
+
+class StageOutputError(RuntimeError):
+    """A stage returned columns that do not match what it declared."""
+
+
+@dataclass
+class BatchStats:
+    """Counters one call adds to a stage's report; sums across workers with `+`."""
+
+    batches: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def __add__(self, other: "BatchStats") -> "BatchStats":
+        extra = dict(self.extra)
+        for k, v in other.extra.items():
+            extra[k] = extra.get(k, 0) + v
+        return BatchStats(self.batches + other.batches, self.rows_in + other.rows_in,
+                          self.rows_out + other.rows_out, self.bytes_in + other.bytes_in,
+                          self.bytes_out + other.bytes_out, self.wall_s + other.wall_s,
+                          self.cpu_s + other.cpu_s, extra)
+
+
+def with_reject_columns(batch: pa.Table) -> pa.Table:
+    for col in REJECT_COLUMNS:
+        if col not in batch.column_names:
+            batch = batch.append_column(col, pa.nulls(batch.num_rows, pa.string()))
+    return batch
+
+
+def live_mask(batch: pa.Table) -> pa.Array:
+    return pc.is_null(batch["reject_stage"]).combine_chunks() if isinstance(
+        batch["reject_stage"], pa.ChunkedArray) else pc.is_null(batch["reject_stage"])
+
+
+def _text_bytes(batch: pa.Table) -> int:
+    if batch.num_rows == 0:
+        return 0
+    return int(pc.sum(pc.binary_length(batch["text"])).as_py() or 0)
+
+
+def _check_outputs(name: str, out: dict, declared: dict[str, pa.DataType], n: int) -> dict[str, pa.Array]:
+    missing = set(declared) - set(out)
+    extra = set(out) - set(declared)
+    if missing or extra:
+        raise StageOutputError(f"stage {name!r} returned columns {sorted(out)}, declared {sorted(declared)}")
+    fixed = {}
+    for col, arr in out.items():
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        if not isinstance(arr, pa.Array):
+            arr = pa.array(arr, type=declared[col])
+        if len(arr) != n:
+            raise StageOutputError(f"stage {name!r} column {col!r} has {len(arr)} rows for a batch of {n}")
+        if arr.type != declared[col]:
+            try:
+                arr = arr.cast(declared[col])
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise StageOutputError(f"stage {name!r} column {col!r} is {arr.type}, declared "
+                                       f"{declared[col]}: {e}") from None
+        fixed[col] = arr
+    return fixed
+
+
+def _scatter(arr: pa.Array, live_idx: np.ndarray, n: int) -> pa.Array:
+    """Place `arr` (one value per live row) into an array of `n` rows, null elsewhere."""
+    if len(live_idx) == n:
+        return arr
+    take = np.full(n, len(arr), dtype=np.int64)
+    take[live_idx] = np.arange(len(arr))
+    return pa.concat_arrays([arr, pa.nulls(1, arr.type)]).take(pa.array(take))
+
+
+def set_column(batch: pa.Table, name: str, arr: pa.Array) -> pa.Table:
+    """Add a column; if it exists (e.g. `duplicate_of` from an earlier dedup) keep its non-null values."""
+    if name in batch.column_names:
+        old = batch[name]
+        if old.type != arr.type:
+            arr = arr.cast(old.type)
+        merged = pc.coalesce(old, arr)
+        return batch.set_column(batch.column_names.index(name), name, merged)
+    return batch.append_column(name, arr)
+
+
+def apply_stage(batch: pa.Table, name: str, stage: Stage, rules: list[Rule], compute) -> tuple[pa.Table, BatchStats]:
+    """Run `compute(live_rows) -> columns` on the live rows of `batch`, then the keep rules."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    batch = with_reject_columns(batch)
+    n = batch.num_rows
+    live = live_mask(batch)
+    live_idx = np.flatnonzero(live.to_numpy(zero_copy_only=False))
+    sub = batch if len(live_idx) == n else batch.filter(live)
+    declared = stage.output_columns()
+    out = compute(sub) if sub.num_rows else {c: pa.array([], t) for c, t in declared.items()}
+    out = _check_outputs(name, out, declared, sub.num_rows)
+    for col, arr in out.items():
+        batch = set_column(batch, col, _scatter(arr, live_idx, n))
+    rejected = 0
+    if rules and len(live_idx):
+        sub = batch.take(pa.array(live_idx)) if len(live_idx) != n else batch
+        cols = sorted({c for r in rules for c in r.columns} & set(sub.column_names))
+        reasons = first_failure(pl.from_arrow(sub.select(cols)) if cols else pl.DataFrame(
+            {"_": [0] * sub.num_rows}), rules).to_arrow().cast(pa.string())
+        rejected = int(n_nonnull := pc.sum(pc.is_valid(reasons)).as_py() or 0)
+        if n_nonnull:
+            stage_col = pc.if_else(pc.is_valid(reasons), pa.scalar(name), pa.scalar(None, pa.string()))
+            batch = batch.set_column(batch.column_names.index("reject_stage"), "reject_stage",
+                                     pc.coalesce(batch["reject_stage"], _scatter(stage_col, live_idx, n)))
+            batch = batch.set_column(batch.column_names.index("reject_reason"), "reject_reason",
+                                     pc.coalesce(batch["reject_reason"], _scatter(reasons, live_idx, n)))
+    live_after = batch.filter(live_mask(batch))
+    stats = BatchStats(batches=1, rows_in=len(live_idx), rows_out=len(live_idx) - rejected,
+                       bytes_in=_text_bytes(sub) if len(live_idx) else 0, bytes_out=_text_bytes(live_after),
+                       wall_s=time.perf_counter() - wall0, cpu_s=time.process_time() - cpu0)
+    return batch, stats

@@ -1,0 +1,1 @@
+"""One module per `tamis` subcommand; each defines `add_parser(subparsers)`."""

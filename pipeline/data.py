@@ -1,0 +1,75 @@
+"""`Data`: the few distributed operations a global stage may use, with an in-memory twin.
+
+Global stages (`scorers.base.GlobalStage`) are written against this interface only, so they run the
+same on a laptop (`LocalData`, used in unit tests) and on a Ray cluster (`pipeline.ray_runner.RayData`,
+backed by Ray Data). Only `to_arrow()` and `sample()` bring rows to the caller: use them for results
+that stay small (centroids, duplicate edges), never for the corpus itself.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+BatchFn = Callable[[pa.Table], pa.Table]
+
+
+class Data(Protocol):
+    def map_batches(self, fn: BatchFn) -> "Data": ...
+    def groupby_map(self, keys: list[str], fn: BatchFn) -> "Data":
+        """Call `fn` once per group with all of that group's rows; concatenate the outputs."""
+    def sample(self, n: int, seed: int = 0) -> pa.Table: ...
+    def iter_batches(self, batch_size: int = 65536) -> Iterator[pa.Table]: ...
+    def to_arrow(self) -> pa.Table: ...
+    def count(self) -> int: ...
+    def from_arrow(self, table: pa.Table) -> "Data":
+        """A `Data` of the same kind holding `table` (for results a stage builds itself)."""
+
+
+class LocalData:
+    """`Data` over one in-memory Arrow table."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    def map_batches(self, fn: BatchFn) -> "LocalData":
+        return LocalData(fn(self.table))
+
+    def groupby_map(self, keys: list[str], fn: BatchFn) -> "LocalData":
+        t = self.table
+        if t.num_rows == 0:
+            return LocalData(fn(t))
+        order = pc.sort_indices(t, [(k, "ascending") for k in keys])
+        t = t.take(order)
+        key_cols = [t[k].to_numpy(zero_copy_only=False) for k in keys]
+        change = np.zeros(t.num_rows, dtype=bool)
+        change[0] = True
+        for col in key_cols:
+            change[1:] |= col[1:] != col[:-1]
+        starts = np.flatnonzero(change).tolist() + [t.num_rows]
+        outs = [fn(t.slice(a, b - a)) for a, b in zip(starts[:-1], starts[1:])]
+        outs = [o for o in outs if o is not None and o.num_rows]
+        if not outs:
+            return LocalData(fn(t.slice(0, 0)))
+        return LocalData(pa.concat_tables(outs, promote_options="permissive"))
+
+    def sample(self, n: int, seed: int = 0) -> pa.Table:
+        if n >= self.table.num_rows:
+            return self.table
+        idx = np.sort(np.random.default_rng(seed).choice(self.table.num_rows, n, replace=False))
+        return self.table.take(pa.array(idx))
+
+    def iter_batches(self, batch_size: int = 65536) -> Iterator[pa.Table]:
+        for b in self.table.to_batches(max_chunksize=batch_size):
+            yield pa.Table.from_batches([b])
+
+    def to_arrow(self) -> pa.Table:
+        return self.table
+
+    def count(self) -> int:
+        return self.table.num_rows
+
+    def from_arrow(self, table: pa.Table) -> "LocalData":
+        return LocalData(table)

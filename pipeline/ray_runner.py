@@ -1,0 +1,316 @@
+"""The only module that imports Ray: runs a planned job on Ray Data (embedded or a cluster).
+
+Shape of a run: read shards (one task per input file, streaming batches) -> per-batch stages as
+`map_batches` (an actor pool for stages with `setup()`, tasks otherwise) -> at each global stage the
+stream is written to `_work/seg-K/`, the stage fits over a `RayData` view of the live rows, its
+decisions are joined back by `id` and its `transform` runs per batch -> one final write of curated and
+rejected Parquet that returns small per-batch summaries, which the driver sums while a progress bar
+shows rows/s.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data import ActorPoolStrategy
+
+from pipeline.apply import BatchStats, apply_stage, live_mask
+from pipeline.readers import Quarantine, ReadStats, file_tag, read_file
+from pipeline.rules import compile_rules
+from pipeline.writers import write_atomic, write_final, write_segment
+
+log = logging.getLogger("tamis")
+
+
+# ---------------------------------------------------------------- session
+def init_ray(address: str | None = None, num_cpus: int | None = None,
+             object_store_memory: int | None = None) -> None:
+    """Join `address` / RAY_ADDRESS if given, else start an embedded local Ray."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
+                 **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def shutdown_ray() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def map_tasks(fn: Callable, items: list, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
+              desc: str | None = None, max_retries: int = 3) -> list:
+    """Run `fn(item)` for every item as Ray tasks; results in input order, with a progress bar."""
+    from tqdm import tqdm
+
+    init_ray()
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)(fn)
+    refs = [remote.remote(item) for item in items]
+    index = {r: i for i, r in enumerate(refs)}
+    out: list = [None] * len(refs)
+    pending = list(refs)
+    with tqdm(total=len(refs), desc=desc or getattr(fn, "__name__", "tasks"), disable=None) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for r in done:
+                out[index[r]] = ray.get(r)
+                bar.update(1)
+    return out
+
+
+# ---------------------------------------------------------------- Data over Ray
+class RayData:
+    """`pipeline.data.Data` backed by a Ray Dataset (see that module for the contract)."""
+
+    def __init__(self, ds: "ray.data.Dataset"):
+        self.ds = ds
+
+    def map_batches(self, fn):
+        return RayData(self.ds.map_batches(fn, batch_format="pyarrow"))
+
+    def groupby_map(self, keys, fn):
+        parts = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        return RayData(self.ds.groupby(list(keys), num_partitions=parts).map_groups(fn, batch_format="pyarrow"))
+
+    def sample(self, n: int, seed: int = 0) -> pa.Table:
+        total = self.count()
+        if total == 0:
+            return self.to_arrow()
+        frac = min(1.0, 1.2 * n / total)
+        got = _to_table(self.ds.random_sample(frac, seed=seed).take_batch(
+            n, batch_format="pyarrow") if frac < 1.0 else self.ds.take_batch(n, batch_format="pyarrow"))
+        return got.slice(0, n)
+
+    def iter_batches(self, batch_size: int = 65536) -> Iterator[pa.Table]:
+        for b in self.ds.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
+            yield _to_table(b)
+
+    def to_arrow(self) -> pa.Table:
+        blocks = [_to_table(b) for b in self.ds.iter_batches(batch_size=None, batch_format="pyarrow")]
+        blocks = [b for b in blocks if b.num_rows]
+        return pa.concat_tables(blocks, promote_options="permissive") if blocks else pa.table({})
+
+    def count(self) -> int:
+        return self.ds.count()
+
+    def from_arrow(self, table: pa.Table) -> "RayData":
+        return RayData(ray.data.from_arrow(table))
+
+
+def _to_table(b) -> pa.Table:
+    return b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else pa.table(b)
+
+
+# ---------------------------------------------------------------- stage functions
+@ray.remote(num_cpus=0)
+class _StatsCollector:
+    def __init__(self):
+        self.stats: dict[str, BatchStats] = {}
+
+    def add(self, name: str, st: BatchStats) -> None:
+        self.stats[name] = self.stats.get(name, BatchStats()) + st
+
+    def get(self) -> dict[str, BatchStats]:
+        return self.stats
+
+
+@lru_cache(maxsize=64)
+def _rules(items: tuple) -> list:
+    return compile_rules(dict(items))
+
+
+_DECISIONS: dict[str, pa.Table] = {}
+
+
+def _join_decisions(batch: pa.Table, dec: pa.Table) -> pa.Table:
+    """Left join of `dec` (keyed by id, columns renamed `_dec_*`) onto the batch, any column types."""
+    pos = pc.index_in(batch["id"], value_set=dec["id"])
+    for col in dec.column_names:
+        if col != "id":
+            batch = batch.append_column(col, dec[col].take(pos))
+    return batch
+
+
+def _transform_fn(stage):
+    def compute(sub: pa.Table) -> dict:
+        dec = [c for c in sub.column_names if c.startswith("_dec_")]
+        if dec:
+            sub = sub.drop_columns([c[5:] for c in dec if c[5:] in sub.column_names])
+            sub = sub.rename_columns([c[5:] if c.startswith("_dec_") else c for c in sub.column_names])
+        return stage.transform(sub)
+    return compute
+
+
+class _StageUDF:
+    """Runs one stage on batches; used as a Ray actor (stateful) or called in tasks."""
+
+    def __init__(self, name: str, stage, rules: dict, stats, mode: str, decisions_ref=None):
+        self.name, self.stage, self.rules, self.stats, self.mode = name, stage, tuple(rules.items()), stats, mode
+        self.decisions_ref = decisions_ref
+        self._ready = False
+
+    def _setup(self):
+        if not self._ready:
+            if self.mode == "score":
+                self.stage.setup()
+            self._ready = True
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self._setup()
+        if self.mode == "score":
+            compute = self.stage.score
+        else:
+            if self.decisions_ref is not None:
+                key = self.decisions_ref.hex()
+                if key not in _DECISIONS:
+                    _DECISIONS.clear()
+                    _DECISIONS[key] = ray.get(self.decisions_ref)
+                batch = _join_decisions(batch, _DECISIONS[key])
+            compute = _transform_fn(self.stage)
+        out, st = apply_stage(batch, self.name, self.stage, _rules(self.rules), compute)
+        drop = [c for c in out.column_names if c.startswith("_dec_")]
+        if drop:
+            out = out.drop_columns(drop)
+        self.stats.add.remote(self.name, st)
+        return out
+
+
+def _map_stage(ds, planned, stats, mode: str, decisions_ref=None):
+    udf = _StageUDF(planned.name, planned.stage, planned.rules, stats, mode, decisions_ref)
+    r = planned.resources
+    kwargs: dict[str, Any] = {"batch_format": "pyarrow", "num_cpus": r.cpus, "zero_copy_batch": True}
+    if r.gpus:
+        kwargs["num_gpus"] = r.gpus
+    if r.batch_size:
+        kwargs["batch_size"] = r.batch_size
+    if mode == "score" and type(planned.stage).is_stateful():
+        size = r.actors or max(1, int(ray.available_resources().get("CPU", 1) // max(r.cpus, 1e-9)) or 1)
+        return ds.map_batches(_StageUDF, compute=ActorPoolStrategy(min_size=1, max_size=size),
+                              fn_constructor_args=(planned.name, planned.stage, planned.rules, stats, mode,
+                                                   decisions_ref), **kwargs)
+    return ds.map_batches(udf, **kwargs)
+
+
+# ---------------------------------------------------------------- reading
+def _read_shard_fn(run_dir: str, text_field: str, id_field: str | None, batch_rows: int, max_line_bytes: int):
+    def read(batch: pa.Table):
+        for path in batch["path"].to_pylist():
+            stats = ReadStats(file=path)
+            q = Quarantine(path)
+            for t in read_file(Path(path), stats, q, text_field, id_field, batch_rows, max_line_bytes):
+                yield t
+            tag = file_tag(path)
+            if q.rows:
+                write_atomic(q.table(), Path(run_dir) / "quarantine" / f"{tag}.parquet")
+            tmp = Path(run_dir) / "_work" / "read" / f".{tag}.json.tmp"
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(stats.__dict__))
+            os.replace(tmp, tmp.with_name(f"{tag}.json"))
+    return read
+
+
+def _segment_live(requires: tuple[str, ...]):
+    cols = ["id", *[c for c in requires if c != "id"]]
+
+    def fn(batch: pa.Table) -> pa.Table:
+        return batch.filter(live_mask(batch)).select([c for c in cols if c in batch.column_names])
+    return fn
+
+
+def _missing_columns(ds_schema_names: list[str], requires, name: str) -> None:
+    missing = [c for c in requires if c not in ds_schema_names]
+    if missing:
+        raise RuntimeError(f"stage {name!r} needs columns {missing}, which neither the input nor an "
+                           f"earlier stage provides (have: {ds_schema_names})")
+
+
+# ---------------------------------------------------------------- the run
+def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
+    """Execute `job` into `run_dir`; returns per-stage stats, read stats and the summed summaries."""
+    from tqdm import tqdm
+
+    spec = job.spec
+    init_ray(spec.ray.address, spec.ray.num_cpus, spec.ray.object_store_memory)
+    for p in job.stages:
+        p.stage.prepare()
+    stats = _StatsCollector.remote()
+    text_field, id_field = spec.fields.text, spec.fields.id
+    items = [{"path": str(p)} for p in job.input_files]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    ds = ds.map_batches(_read_shard_fn(str(run_dir), text_field, id_field, spec.read.batch_rows,
+                                       spec.read.max_line_bytes), batch_size=1, batch_format="pyarrow")
+    fit_reports: dict[str, dict] = {}
+    for k, planned in enumerate(job.stages):
+        if not planned.is_global:
+            ds = _map_stage(ds, planned, stats, "score")
+            continue
+        seg = run_dir / "_work" / f"seg-{k:02d}-{planned.name}"
+        if seg.exists():
+            shutil.rmtree(seg)
+        seg.mkdir(parents=True)
+        rows = _drain(ds.map_batches(write_segment, fn_args=(str(seg),), batch_format="pyarrow"),
+                      progress, f"{planned.name}: stream", tqdm)
+        files = sorted(str(f) for f in seg.glob("part-*.parquet"))
+        if not files:
+            ds = ray.data.from_items([])
+            continue
+        t0, c0 = time.perf_counter(), time.process_time()
+        requires = planned.stage.required_columns()
+        schema = ray.data.read_parquet(files[:1]).schema().names
+        _missing_columns(schema, requires, planned.name)
+        needed = list(dict.fromkeys(["id", "reject_stage", *requires]))
+        view = ray.data.read_parquet(files, columns=needed)
+        live = RayData(view.map_batches(_segment_live(requires), batch_format="pyarrow"))
+        planned.stage.fit(live)
+        fit_reports[planned.name] = {"fit_wall_s": time.perf_counter() - t0,
+                                     "fit_driver_cpu_s": time.process_time() - c0,
+                                     "rows_at_fit": rows, **(planned.stage.report() or {})}
+        dec = getattr(planned.stage, "decisions_", None)
+        ref = None
+        if dec is not None:
+            table = dec.to_arrow() if isinstance(dec, RayData) else dec
+            if table.num_rows:
+                table = table.rename_columns([c if c == "id" else f"_dec_{c}" for c in table.column_names])
+                ref = ray.put(table)
+        ds = ray.data.read_parquet(files)
+        ds = _map_stage(ds, planned, stats, "transform", ref)
+    summaries = _drain(ds.map_batches(write_final, fn_args=(str(run_dir), text_field, id_field),
+                                      batch_format="pyarrow"), progress, "curate", tqdm, collect=True)
+    read_stats = [json.loads(f.read_text()) for f in sorted((run_dir / "_work" / "read").glob("*.json"))]
+    return {"stage_stats": {k: v.__dict__ for k, v in ray.get(stats.get.remote()).items()},
+            "fit_reports": fit_reports, "read_stats": read_stats, "summary": summaries}
+
+
+def _drain(ds, progress: bool, desc: str, tqdm, collect: bool = False):
+    """Consume a dataset of summary rows, showing rows/s; sum `rows` or collect the tables."""
+    out, total = [], 0
+    with tqdm(desc=desc, unit=" rows", disable=not progress, mininterval=0.5) as bar:
+        for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            b = _to_table(b)
+            if b.num_rows == 0:
+                continue
+            n = int(pc.sum(b["rows"]).as_py() or 0)
+            total += n
+            bar.update(n)
+            if collect:
+                out.append(b)
+    if collect:
+        return pa.concat_tables(out, promote_options="permissive") if out else None
+    return total

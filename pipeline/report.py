@@ -1,0 +1,197 @@
+"""Per-stage reports: JSON files under `RUN_DIR/reports/`, built from the run's own outputs.
+
+Row counts and rejections come from the written Parquet (so they are exact and conservation is
+checked against what is on disk); times come from the workers' counters; score quantiles and
+histograms from a column-projected scan of the outputs (text is never loaded).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+N_BINS = 30
+N_EXAMPLES = 5
+
+
+def _num(x):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return None
+    return float(x) if isinstance(x, float) else x
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def column_stats(s: pl.Series) -> dict:
+    """Count, nulls, mean, quantiles and a histogram between the 0.5th and 99.5th percentiles."""
+    s = s.cast(pl.Float64)
+    nulls = s.null_count()
+    v = s.drop_nulls().drop_nans()
+    out = {"count": int(v.len()), "nulls": int(nulls)}
+    if v.len() == 0:
+        return out
+    out["mean"] = _num(v.mean())
+    out["quantiles"] = {str(q): _num(v.quantile(q, "linear")) for q in QUANTILES}
+    lo, hi = v.quantile(0.005, "linear"), v.quantile(0.995, "linear")
+    if lo == hi:
+        lo, hi = float(v.min()), float(v.max())
+    if lo == hi:
+        out["histogram"] = {"edges": [lo, hi], "counts": [int(v.len())], "below": 0, "above": 0}
+        return out
+    width = (hi - lo) / N_BINS
+    inside = v.filter((v >= lo) & (v <= hi))
+    idx = ((inside - lo) / width).floor().clip(0, N_BINS - 1).cast(pl.Int64)
+    counts = idx.value_counts().sort(idx.name)
+    hist = [0] * N_BINS
+    for i, c in zip(counts[idx.name].to_list(), counts["count"].to_list()):
+        hist[i] = int(c)
+    out["histogram"] = {"edges": [lo + i * width for i in range(N_BINS + 1)], "counts": hist,
+                        "below": int((v < lo).sum()), "above": int((v > hi).sum())}
+    return out
+
+
+def _output_files(run_dir: Path) -> list[str]:
+    return sorted(str(p) for part in ("curated", "rejected") for p in (run_dir / part).glob("*.parquet"))
+
+
+def _scan(run_dir: Path, columns: list[str]) -> pl.DataFrame:
+    files = _output_files(run_dir)
+    if not files:
+        return pl.DataFrame({c: [] for c in columns})
+    frames = []
+    for f in files:  # files may differ in columns (e.g. curated has no reject columns)
+        lf = pl.scan_parquet(f)
+        have = lf.collect_schema().names()
+        frames.append(lf.select([pl.col(c) if c in have else pl.lit(None).alias(c) for c in columns]))
+    return pl.concat(frames, how="diagonal_relaxed").collect()
+
+
+def _group(summary: pl.DataFrame, keys: list[str]) -> dict:
+    if summary.height == 0:
+        return {}
+    g = summary.group_by(keys).agg(pl.col("rows").sum(), pl.col("tokens").sum(), pl.col("bytes").sum())
+    out = {}
+    for row in g.sort(keys).iter_rows(named=True):
+        key = "/".join(str(row[k]) for k in keys)
+        out[key] = {"rows": row["rows"], "tokens": row["tokens"], "bytes": row["bytes"]}
+    return out
+
+
+def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
+    """Write `reports/NN-stage.json` for every stage and `reports/summary.json`; return the summary."""
+    reports = run_dir / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    summary = pl.from_arrow(result["summary"]) if result["summary"] is not None else pl.DataFrame(
+        schema={"status": pl.Utf8, "reject_stage": pl.Utf8, "reject_reason": pl.Utf8, "license": pl.Utf8,
+                "source": pl.Utf8, "domain": pl.Utf8, "rows": pl.Int64, "bytes": pl.Int64, "tokens": pl.Int64})
+    names = [p.name for p in job.stages]
+    read = result["read_stats"]
+    rows_read = sum(r["rows_read"] for r in read)
+    quarantined = sum(r["rows_quarantined"] for r in read)
+    curated = int(summary.filter(pl.col("status") == "curated")["rows"].sum())
+    rejected = int(summary.filter(pl.col("status") == "rejected")["rows"].sum())
+    score_cols: dict[str, list[str]] = {
+        p.name: [c for c, t in p.stage.output_columns().items() if _is_numeric(t)] for p in job.stages}
+    all_cols = sorted({c for cols in score_cols.values() for c in cols})
+    data = _scan(run_dir, ["id", "reject_stage", "reject_reason", *all_cols])
+    stage_stats = result["stage_stats"]
+    entered = summary
+    stage_rows = []
+    for k, p in enumerate(job.stages):
+        later = names[k:]
+        here = summary.filter(pl.col("reject_stage").is_null() | pl.col("reject_stage").is_in(later))
+        out_ = summary.filter(pl.col("reject_stage").is_null() | pl.col("reject_stage").is_in(names[k + 1:]))
+        rej = summary.filter(pl.col("reject_stage") == p.name)
+        st = stage_stats.get(p.name, {})
+        rows_in, rows_out = int(here["rows"].sum()), int(out_["rows"].sum())
+        live = data.filter(pl.col("reject_stage").is_null() | pl.col("reject_stage").is_in(later))
+        kept_ids = data.filter(pl.col("reject_stage").is_null() | pl.col("reject_stage").is_in(names[k + 1:]))
+        rejections = {r["reject_reason"]: int(r["rows"]) for r in rej.group_by("reject_reason").agg(
+            pl.col("rows").sum()).sort("rows", descending=True).iter_rows(named=True)}
+        examples_rej = {}
+        for reason in list(rejections)[:20]:
+            examples_rej[reason] = data.filter((pl.col("reject_stage") == p.name) & (
+                pl.col("reject_reason") == reason))["id"].sort().head(N_EXAMPLES).to_list()
+        wall = st.get("wall_s", 0.0) + result["fit_reports"].get(p.name, {}).get("fit_wall_s", 0.0)
+        rep = {
+            "stage": p.name, "index": k, "kind": "global" if p.is_global else "scorer",
+            "class": f"{type(p.stage).__module__}:{type(p.stage).__name__}",
+            "params": p.stage.get_params(), "keep": p.rules,
+            "rows_in": rows_in, "rows_out": rows_out, "rows_rejected": rows_in - rows_out,
+            "bytes_in": int(here["bytes"].sum()), "bytes_out": int(out_["bytes"].sum()),
+            "tokens_in": int(here["tokens"].sum()), "tokens_out": int(out_["tokens"].sum()),
+            "wall_s": wall, "cpu_s": st.get("cpu_s", 0.0) + result["fit_reports"].get(p.name, {}).get(
+                "fit_driver_cpu_s", 0.0),
+            "rows_per_s": rows_in / wall if wall > 0 else None, "batches": st.get("batches", 0),
+            "rejections": rejections,
+            "scores": {c: column_stats(live[c]) for c in score_cols[p.name]},
+            "examples": {"kept": kept_ids["id"].sort().head(N_EXAMPLES).to_list(), "rejected": examples_rej},
+            "licenses": {"in": _group(here, ["license"]), "out": _group(out_, ["license"])},
+            "sources": {"in": _group(here, ["source"]), "out": _group(out_, ["source"])},
+            "extra": result["fit_reports"].get(p.name, {}),
+        }
+        (reports / f"{k:02d}-{p.name}.json").write_text(json.dumps(rep, indent=1, default=str))
+        stage_rows.append({key: rep[key] for key in ("stage", "kind", "rows_in", "rows_out", "rows_rejected",
+                                                     "wall_s", "rows_per_s")})
+    cur = summary.filter(pl.col("status") == "curated")
+    quarantine_errors = _quarantine_errors(run_dir)
+    total = {
+        "job": job.spec.name, "run_dir": str(run_dir), "wall_s": wall_s,
+        "rows_read": rows_read, "curated": curated, "rejected": rejected, "quarantined": quarantined,
+        "conservation": {"holds": rows_read == curated + rejected + quarantined,
+                         "equation": f"{rows_read} read = {curated} curated + {rejected} rejected + "
+                                     f"{quarantined} quarantined"},
+        "stages": stage_rows,
+        "provenance": {"by_license": _group(cur, ["license"]), "by_source": _group(cur, ["source"]),
+                       "by_domain": _group(cur, ["domain"])},
+        "inputs": [{k: r[k] for k in ("file", "rows_read", "rows_ok", "rows_quarantined", "bytes_read")}
+                   for r in read],
+        "warnings": [w for r in read for w in r["warnings"]],
+        "quarantine_errors": quarantine_errors,
+    }
+    (reports / "summary.json").write_text(json.dumps(total, indent=1, default=str))
+    return total
+
+
+def _quarantine_errors(run_dir: Path) -> dict:
+    files = sorted((run_dir / "quarantine").glob("*.parquet"))
+    if not files:
+        return {}
+    q = pl.concat([pl.read_parquet(f, columns=["file", "row", "error"]) for f in files])
+    kinds = q.with_columns(pl.col("error").str.split(":").list.first().alias("kind"))
+    return {r["kind"]: int(r["len"]) for r in kinds.group_by("kind").len().sort("len", descending=True)
+            .iter_rows(named=True)}
+
+
+def load_reports(run_dir: Path) -> tuple[dict, list[dict]]:
+    reports = Path(run_dir) / "reports"
+    if not (reports / "summary.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no reports/summary.json (not a tamis run folder, or the run "
+                                f"did not finish)")
+    summary = json.loads((reports / "summary.json").read_text())
+    stages = [json.loads(p.read_text()) for p in sorted(reports.glob("[0-9][0-9]-*.json"))]
+    return summary, stages
+
+
+def format_table(summary: dict, stages: list[dict]) -> str:
+    """The per-stage table `tamis report` prints."""
+    head = f"{'stage':<22}{'kind':<8}{'in':>10}{'out':>10}{'rejected':>10}{'kept %':>8}{'wall s':>9}{'rows/s':>10}  top reasons"
+    lines = [head, "-" * len(head)]
+    for s in stages:
+        pct = 100.0 * s["rows_out"] / s["rows_in"] if s["rows_in"] else 100.0
+        reasons = ", ".join(f"{r} {n}" for r, n in list(s["rejections"].items())[:3])
+        rps = f"{s['rows_per_s']:.0f}" if s.get("rows_per_s") else "-"
+        lines.append(f"{s['stage']:<22}{s['kind']:<8}{s['rows_in']:>10}{s['rows_out']:>10}"
+                     f"{s['rows_rejected']:>10}{pct:>7.1f}%{s['wall_s']:>9.2f}{rps:>10}  {reasons}")
+    c = summary["conservation"]
+    lines += ["", f"read {summary['rows_read']}  curated {summary['curated']}  rejected {summary['rejected']}  "
+                  f"quarantined {summary['quarantined']}  conservation {'holds' if c['holds'] else 'BROKEN'}"]
+    if summary.get("warnings"):
+        lines += ["warnings:"] + [f"  {w}" for w in summary["warnings"][:20]]
+    return "\n".join(lines)
