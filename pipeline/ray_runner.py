@@ -139,11 +139,17 @@ def _rules(items: tuple) -> list:
 _DECISIONS: dict[str, pa.Table] = {}
 
 
-def _join_decisions(batch: pa.Table, dec: pa.Table) -> pa.Table:
-    """Left join of `dec` (keyed by id, columns renamed `_dec_*`) onto the batch, any column types."""
-    pos = pc.index_in(batch["id"], value_set=dec["id"])
+def _join_key(table: pa.Table, keys: tuple[str, ...]) -> pa.Array:
+    if len(keys) == 1:
+        return table[keys[0]].cast(pa.string())
+    return pc.binary_join_element_wise(*[table[k].cast(pa.string()) for k in keys], "\x1f")
+
+
+def _join_decisions(batch: pa.Table, dec: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    """Left join of `dec` (columns other than `keys` renamed `_dec_*`) onto the batch, any column types."""
+    pos = pc.index_in(_join_key(batch, keys), value_set=_join_key(dec, keys))
     for col in dec.column_names:
-        if col != "id":
+        if col.startswith("_dec_"):
             batch = batch.append_column(col, dec[col].take(pos))
     return batch
 
@@ -182,7 +188,7 @@ class _StageUDF:
                 if key not in _DECISIONS:
                     _DECISIONS.clear()
                     _DECISIONS[key] = ray.get(self.decisions_ref)
-                batch = _join_decisions(batch, _DECISIONS[key])
+                batch = _join_decisions(batch, _DECISIONS[key], self.stage.join_on)
             compute = _transform_fn(self.stage)
         out, st = apply_stage(batch, self.name, self.stage, _rules(self.rules), compute)
         drop = [c for c in out.column_names if c.startswith("_dec_")]
@@ -206,6 +212,25 @@ def _map_stage(ds, planned, stats, mode: str, decisions_ref=None):
                               fn_constructor_args=(planned.name, planned.stage, planned.rules, stats, mode,
                                                    decisions_ref), **kwargs)
     return ds.map_batches(udf, **kwargs)
+
+
+def _ship_plugin(cls) -> None:
+    """Send a plug-in's code with the tasks when its module is not part of an installed package.
+
+    A scorer in the user's own file (`class: my_scorers:MyScorer`) then runs on workers and cluster
+    nodes that cannot import that file.
+    """
+    import sys
+    import sysconfig
+
+    from ray import cloudpickle
+
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None) or ""
+    installed = (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])
+    ours = str(Path(__file__).resolve().parents[1])
+    if module and path and not path.startswith(installed) and not path.startswith(ours):
+        cloudpickle.register_pickle_by_value(module)
 
 
 # ---------------------------------------------------------------- reading
@@ -249,6 +274,7 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
     spec = job.spec
     init_ray(spec.ray.address, spec.ray.num_cpus, spec.ray.object_store_memory)
     for p in job.stages:
+        _ship_plugin(type(p.stage))
         p.stage.prepare()
     stats = _StatsCollector.remote()
     text_field, id_field = spec.fields.text, spec.fields.id
@@ -272,11 +298,12 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
             ds = ray.data.from_items([])
             continue
         t0, c0 = time.perf_counter(), time.process_time()
-        requires = planned.stage.required_columns()
+        requires = tuple(dict.fromkeys((*planned.stage.required_columns(),
+                                        *[c for c in planned.stage.join_on if c != "id"])))
         schema = ray.data.read_parquet(files[:1]).schema().names
         _missing_columns(schema, requires, planned.name)
         needed = list(dict.fromkeys(["id", "reject_stage", *requires]))
-        view = ray.data.read_parquet(files, columns=needed)
+        view = ray.data.read_parquet(files).select_columns(needed)
         live = RayData(view.map_batches(_segment_live(requires), batch_format="pyarrow"))
         planned.stage.fit(live)
         fit_reports[planned.name] = {"fit_wall_s": time.perf_counter() - t0,
@@ -287,7 +314,8 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
         if dec is not None:
             table = dec.to_arrow() if isinstance(dec, RayData) else dec
             if table.num_rows:
-                table = table.rename_columns([c if c == "id" else f"_dec_{c}" for c in table.column_names])
+                keys = planned.stage.join_on
+                table = table.rename_columns([c if c in keys else f"_dec_{c}" for c in table.column_names])
                 ref = ray.put(table)
         ds = ray.data.read_parquet(files)
         ds = _map_stage(ds, planned, stats, "transform", ref)

@@ -78,9 +78,21 @@ def _open_lines(path: Path):
     return raw
 
 
-def _finish(records: list[dict], rows: list[int], path: str, text_field: str, id_field: str | None
-            ) -> pa.Table:
-    table = pa.Table.from_pylist(records)
+def _finish(records: list[dict], rows: list[int], path: str, text_field: str, id_field: str | None,
+            stats: ReadStats) -> pa.Table:
+    """Records -> Arrow with the union of their keys; a field of mixed types is kept as JSON text."""
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    cols = {}
+    for k in keys:
+        values = [r.get(k) for r in records]
+        try:
+            cols[k] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            cols[k] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+            msg = f"{path}: field {k!r} has mixed types; kept as JSON text"
+            if msg not in stats.warnings:
+                stats.warnings.append(msg)
+    table = pa.table(cols)
     return _normalise(table, pa.array(rows, pa.int64()), path, text_field, id_field)
 
 
@@ -106,6 +118,14 @@ def _read_jsonl(path: Path, stats: ReadStats, q: Quarantine, text_field: str, id
                 batch_rows: int, max_line_bytes: int) -> Iterator[pa.Table]:
     records: list[dict] = []
     rows: list[int] = []
+    try:
+        yield from _parse_lines(path, stats, q, text_field, id_field, batch_rows, max_line_bytes, records, rows)
+    finally:  # a truncated archive: what was parsed before the error still becomes documents
+        if records:
+            yield _finish(records, rows, str(path), text_field, id_field, stats)
+
+
+def _parse_lines(path, stats, q, text_field, id_field, batch_rows, max_line_bytes, records, rows):
     with _open_lines(path) as fh:
         line_no = 0
         while True:
@@ -151,28 +171,9 @@ def _read_jsonl(path: Path, stats: ReadStats, q: Quarantine, text_field: str, id
             records.append(rec)
             rows.append(line_no)
             if len(records) >= batch_rows:
-                yield _finish_safe(records, rows, str(path), text_field, id_field, q, stats)
-                records, rows = [], []
-    if records:
-        yield _finish_safe(records, rows, str(path), text_field, id_field, q, stats)
-
-
-def _finish_safe(records, rows, path, text_field, id_field, q, stats) -> pa.Table:
-    """Build the batch; if the records' types clash, fall back to one row at a time and quarantine misfits."""
-    try:
-        return _finish(records, rows, path, text_field, id_field)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        good, good_rows = [], []
-        schema = None
-        for rec, row in zip(records, rows):
-            try:
-                t = pa.Table.from_pylist([rec], schema=schema)
-                schema = schema or t.schema
-                good.append(rec)
-                good_rows.append(row)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                q.add(row, f"fields do not match the types of earlier rows: {e}", json.dumps(rec).encode())
-        return _finish(good, good_rows, path, text_field, id_field)
+                yield _finish(records, rows, str(path), text_field, id_field, stats)
+                records.clear()
+                rows.clear()
 
 
 def _arrow_batches(path: Path, kind: str, batch_rows: int) -> Iterator[pa.RecordBatch]:

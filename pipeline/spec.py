@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import importlib
 import os
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.rules import RuleError, compile_rules
 from scorers import REGISTRY
 from scorers.base import GlobalStage, Resources, Scorer, Stage
+from scorers.unique_ids import UniqueIds
 
 
 class SpecError(ValueError):
@@ -123,7 +125,7 @@ def _fmt_loc(loc: tuple) -> str:
     return out
 
 
-def load_class(ref: str, where: str) -> type[Stage]:
+def load_class(ref: str, where: str, job_dir: Path | None = None) -> type[Stage]:
     """Resolve `use:` names (registry, then entry points) and `class: pkg.mod:Class` paths."""
     target = ref
     if ":" not in ref:
@@ -136,6 +138,9 @@ def load_class(ref: str, where: str) -> type[Stage]:
             known = sorted(set(REGISTRY) | set(eps))
             raise SpecError(f"{where}: unknown stage {ref!r}; known: {', '.join(known)}")
     module, _, attr = target.partition(":")
+    for extra in (str(Path.cwd()), str(job_dir)) if job_dir else (str(Path.cwd()),):
+        if extra not in sys.path:
+            sys.path.append(extra)  # `class: my_module:MyScorer` next to the job file or the shell
     try:
         cls = getattr(importlib.import_module(module), attr)
     except ModuleNotFoundError as e:
@@ -166,7 +171,7 @@ def plan_stages(spec: JobSpec, source: str) -> list[PlannedStage]:
         where = f"{source}: stages[{i}]"
         if (st.use is None) == (st.class_ is None):
             raise SpecError(f"{where}: give exactly one of 'use' (a stage name) or 'class' (pkg.module:Class)")
-        cls = load_class(st.use or st.class_, where + (".use" if st.use else ".class"))
+        cls = load_class(st.use or st.class_, where + (".use" if st.use else ".class"), Path(source).parent)
         _check_packages(cls, where)
         known = cls.param_names()
         unknown = sorted(set(st.params) - set(known))
@@ -198,6 +203,10 @@ def plan_stages(spec: JobSpec, source: str) -> list[PlannedStage]:
         planned.append(PlannedStage(name, stage, rules, resources, i))
         for col in stage.output_columns():
             produced.setdefault(col, name)
+    if not any(isinstance(p.stage, UniqueIds) for p in planned):
+        at = next((i for i, p in enumerate(planned) if p.is_global), len(planned))
+        uid = UniqueIds()
+        planned.insert(at, PlannedStage("unique_ids", uid, uid.default_rules(), UniqueIds.resources, -1))
     # A stage must not read a column that only a later stage writes.
     for i, p in enumerate(planned):
         later = {c: q.name for q in planned[i + 1:] for c in q.stage.output_columns()}
@@ -260,15 +269,14 @@ def expand_inputs(inputs: list[str], source: str) -> list[Path]:
             raise SpecError(f"{source}: inputs[{i}]: no such file or folder: {item}")
         for m in map(Path, matches):
             if m.is_dir() and not _is_hf_dataset_dir(m):
-                files = sorted(f for f in m.rglob("*") if f.is_file() and f.name.endswith(INPUT_SUFFIXES)
-                               and not any(part.startswith((".", "_")) for part in f.relative_to(m).parts))
-                hf = sorted({d for d in m.rglob("state.json")})
-                files += [d.parent for d in hf]
-                files = [f for f in files if not any(h.parent in f.parents for h in hf)] + [h.parent for h in hf]
-                if not files:
+                hf = sorted(d.parent for d in m.rglob("state.json"))
+                files = [f for f in m.rglob("*") if f.is_file() and f.name.endswith(INPUT_SUFFIXES)
+                         and not any(part.startswith((".", "_")) for part in f.relative_to(m).parts)
+                         and not any(h in f.parents for h in hf)]
+                if not files and not hf:
                     raise SpecError(f"{source}: inputs[{i}]: folder {m} holds no input files "
                                     f"({', '.join(INPUT_SUFFIXES)} or a datasets save_to_disk folder)")
-                out.extend(sorted(set(files)))
+                out.extend(sorted(files + hf))
             else:
                 out.append(m)
     seen, unique = set(), []

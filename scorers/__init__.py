@@ -11,6 +11,7 @@ REGISTRY: dict[str, str] = {
     "signals": "scorers.signals:SignalsScorer",
     "gopher_quality": "scorers.gopher_quality:GopherQualityScorer",
     "gopher_repetition": "scorers.gopher_repetition:GopherRepetitionScorer",
+    "unique_ids": "scorers.unique_ids:UniqueIds",
     "exact_dedup": "scorers.exact_dedup:ExactDedup",
     "minhash_dedup": "scorers.minhash_dedup:MinHashDedup",
     "semantic_dedup": "scorers.semantic_dedup:SemanticDedup",

@@ -110,7 +110,8 @@ class GlobalStage(Stage):
     carry nulls in the joined columns).
     """
 
-    decision_columns: ClassVar[dict[str, pa.DataType]] = {}
+    # Columns that identify a row in `decisions_` (ids are unique once `unique_ids` has run).
+    join_on: ClassVar[tuple[str, ...]] = ("id",)
 
     def fit(self, data: "Data") -> "GlobalStage":
         raise NotImplementedError

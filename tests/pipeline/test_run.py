@@ -1,0 +1,188 @@
+"""End-to-end runs through Ray (one shared session) on real text and on deliberately bad input."""
+import gzip
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.cli import main
+from pipeline.report import load_reports
+from pipeline.run import run_job
+from pipeline.spec import SpecError, load_job
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ids_in(folder: Path) -> list[str]:
+    files = sorted(folder.glob("*.parquet"))
+    return sorted(pl.concat([pl.read_parquet(f, columns=["id"]) for f in files])["id"].to_list()) if files else []
+
+
+def quarantined(run: Path) -> pl.DataFrame:
+    files = sorted((run / "quarantine").glob("*.parquet"))
+    return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("qs") / "run"
+    assert main(["run", str(REPO / "jobs" / "quickstart.yaml"), "--output", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_quickstart_conservation_and_reports(quickstart_run):
+    run = quickstart_run
+    summary, stages = load_reports(run)
+    curated, rejected = ids_in(run / "curated"), ids_in(run / "rejected")
+    assert summary["rows_read"] == 2769 == len(curated) + len(rejected) + summary["quarantined"]
+    assert summary["conservation"]["holds"] and summary["curated"] == len(curated)
+    assert not set(curated) & set(rejected)
+    assert [s["stage"] for s in stages] == ["signals", "gopher_quality", "gopher_repetition", "unique_ids",
+                                            "exact_dedup"]
+    for prev, s in zip(stages, stages[1:]):
+        assert s["rows_in"] == prev["rows_out"]
+    gq = stages[1]
+    assert gq["rows_rejected"] == sum(gq["rejections"].values()) > 0
+    assert gq["scores"] and all("histogram" in v for v in gq["scores"].values() if v["count"])
+    assert gq["examples"]["kept"] and gq["licenses"]["in"]
+    assert summary["provenance"]["by_license"]
+    rej = pl.read_parquet(sorted((run / "rejected").glob("*.parquet"))[0])
+    assert {"reject_stage", "reject_reason", "text", "license", "domain", "source"} <= set(rej.columns)
+    cur = pl.read_parquet(sorted((run / "curated").glob("*.parquet"))[0])
+    assert "reject_stage" not in cur.columns and "gopher_quality_word_count" in cur.columns
+    meta = pq.ParquetFile(sorted((run / "curated").glob("*.parquet"))[0]).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_report_command_and_html_in_chromium(quickstart_run, tmp_path, capsys):
+    html = tmp_path / "report.html"
+    assert main(["report", str(quickstart_run), "--html", str(html)]) == 0
+    table = capsys.readouterr().out
+    assert "gopher_repetition" in table and "conservation holds" in table
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    for stage in ["signals", "gopher_quality", "gopher_repetition", "unique_ids", "exact_dedup"]:
+        assert f'id="stage-{stage}"' in dom
+    assert "Conservation holds" in dom and dom.count("<svg") >= 5
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,2000", html.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, corpus_dir):
+    d = tmp_path_factory.mktemp("bad")
+    real = pl.read_parquet(corpus_dir / "sotu.parquet").head(20)
+    texts = real["text"].to_list()
+    rows = [{"id": f"s{i}", "text": t, "license": "public-domain"} for i, t in enumerate(texts[:10])]
+    rows.append({"id": "z-case-variant", "text": "  " + texts[0].upper().replace(" ", "   ") + "\n"})
+    rows.append({"id": "s3", "text": texts[12]})            # duplicate id, different text
+    rows.append({"id": "huge", "text": "lorem ipsum dolor " * (3 * 1024 * 1024)})  # ~54 MB
+    rows.append({"id": "empty", "text": ""})
+    good = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    bad = (b'{"id": "broken", "text": "no end\n' b'{"id": "latin1", "text": "caf\xe9"}\n'
+           b'{"id": "notext", "body": "x"}\n')
+    (d / "a.jsonl").write_bytes(good[: good.index(b"\n") + 1] + bad + good[good.index(b"\n") + 1:])
+    (d / "empty.jsonl").write_bytes(b"")
+    with gzip.open(d / "b.jsonl.gz", "wb") as f:
+        f.write(json.dumps({"id": "s0", "text": texts[15]}).encode() + b"\n")  # duplicate id in another file
+    pq.write_table(pa.table({"id": ["p1", "p2"], "body": ["no", "text column"]}), d / "c.parquet")
+    return d
+
+
+def test_bad_input_run_loses_nothing(ray_session, bad_inputs, tmp_path):
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("name: bad\nstages:\n  - use: filter\n    keep: {empty: 'len(text) > 0'}\n"
+                        "  - use: exact_dedup\n    keep: default\n")
+    job = load_job(job_file, inputs=[str(bad_inputs)], output=str(tmp_path / "run"))
+    summary = run_job(job, progress=False)
+    run = tmp_path / "run"
+    curated, rejected, q = ids_in(run / "curated"), ids_in(run / "rejected"), quarantined(run)
+    assert summary["rows_read"] == 20 == len(curated) + len(rejected) + q.height
+    assert summary["conservation"]["holds"] and summary["quarantined"] == q.height == 5
+    errs = dict(zip(q["row"].to_list(), q["error"].to_list()))
+    a_file = str((bad_inputs / "a.jsonl").resolve())
+    assert set(q.filter(pl.col("row") > 0)["file"].to_list()) == {a_file, str((bad_inputs / "c.parquet").resolve())}
+    assert errs[2].startswith("malformed JSON") and errs[3].startswith("invalid UTF-8")
+    assert "missing text" in errs[4]
+    assert any("empty input" in w and "empty.jsonl" in w for w in summary["warnings"])
+    rej = pl.concat([pl.read_parquet(f) for f in sorted((run / "rejected").glob("*.parquet"))], how="diagonal_relaxed")
+    reasons = dict(zip(rej["id"].to_list(), rej["reject_reason"].to_list()))
+    assert reasons["empty"] == "empty" and reasons["z-case-variant"] == "exact_duplicate"
+    assert rej.filter(pl.col("id") == "z-case-variant")["duplicate_of"].to_list() == ["s0"]
+    dup_ids = rej.filter(pl.col("reject_reason") == "duplicate_id")
+    assert sorted(dup_ids["id"].to_list()) == ["s0", "s3"]
+    assert all(":" in v and v.split(":")[0].endswith("a.jsonl") for v in dup_ids["id_first_seen"].to_list())
+    assert "huge" in curated
+
+
+def test_changed_job_refused_without_restart(ray_session, bad_inputs, tmp_path):
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("stages:\n  - use: filter\n    keep: {empty: 'len(text) > 0'}\n")
+    out = str(tmp_path / "run")
+    run_job(load_job(job_file, inputs=[str(bad_inputs / "a.jsonl")], output=out), progress=False)
+    job_file.write_text("stages:\n  - use: filter\n    keep: {empty: 'len(text) > 10'}\n")
+    with pytest.raises(SpecError, match="--restart"):
+        run_job(load_job(job_file, inputs=[str(bad_inputs / "a.jsonl")], output=out), progress=False)
+    s = run_job(load_job(job_file, inputs=[str(bad_inputs / "a.jsonl")], output=out), restart=True, progress=False)
+    assert s["conservation"]["holds"]
+
+
+PLUGIN = '''
+import pyarrow as pa
+import pyarrow.compute as pc
+from scorers import Scorer
+
+
+class VowelShare(Scorer):
+    """Share of characters that are vowels (a plug-in written outside the tamis package)."""
+
+    name = "vowels"
+    columns = {"vowels_share": pa.float64()}
+    default_keep = {"few_vowels": "vowels_share >= 0.2"}
+
+    def __init__(self, letters: str = "aeiou"):
+        self.letters = letters
+
+    def score(self, batch):
+        text = pc.utf8_lower(batch["text"])
+        hits = pc.count_substring_regex(text, f"[{self.letters}]")
+        total = pc.max_element_wise(pc.utf8_length(text), 1)
+        return {"vowels_share": pc.divide(pc.cast(hits, pa.float64()), pc.cast(total, pa.float64()))}
+'''
+
+
+def test_plugin_scorer_outside_package(ray_session, tmp_path, corpus_dir):
+    (tmp_path / "my_vowels.py").write_text(PLUGIN)
+    (tmp_path / "job.yaml").write_text(
+        f"inputs: [{corpus_dir / 'reuters-tm.parquet'}]\nstages:\n  - class: my_vowels:VowelShare\n"
+        f"    params: {{letters: aeiouy}}\n    keep: default\n  - use: filter\n    keep: {{no_x: \"vowels_share < 0.9\"}}\n")
+    summary = run_job(load_job(tmp_path / "job.yaml", output=str(tmp_path / "run")), progress=False)
+    assert summary["rows_read"] == 81 and summary["conservation"]["holds"]
+    cur = pl.read_parquet(tmp_path / "run" / "curated")
+    assert cur["vowels_share"].min() >= 0.2 and cur["vowels_share"].max() < 0.9
+
+
+def test_plugin_from_entry_point(ray_session, tmp_path, corpus_dir, monkeypatch):
+    import sys
+    site = tmp_path / "site"
+    (site / "ep_vowels-0.1.dist-info").mkdir(parents=True)
+    (site / "ep_vowels.py").write_text(PLUGIN)
+    (site / "ep_vowels-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-vowels\nVersion: 0.1\n")
+    (site / "ep_vowels-0.1.dist-info" / "entry_points.txt").write_text("[tamis.scorers]\nvowels = ep_vowels:VowelShare\n")
+    monkeypatch.syspath_prepend(str(site))
+    (tmp_path / "job.yaml").write_text(f"inputs: [{corpus_dir / 'reuters-tm.parquet'}]\nstages:\n  - use: vowels\n    keep: default\n")
+    summary = run_job(load_job(tmp_path / "job.yaml", output=str(tmp_path / "run")), progress=False)
+    assert summary["conservation"]["holds"] and "ep_vowels" in sys.modules
