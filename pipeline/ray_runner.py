@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -26,9 +25,11 @@ from ray.data import ActorPoolStrategy
 from pipeline.apply import BatchStats, apply_stage, live_mask
 from pipeline.readers import Quarantine, ReadStats, file_tag, read_file
 from pipeline.rules import compile_rules
-from pipeline.writers import write_atomic, write_final, write_segment
+from pipeline.manifest import Manifest, pending_units
+from pipeline.writers import write_atomic, write_stream
 
 log = logging.getLogger("tamis")
+RETRIES = 4  # Ray task retries / actor restarts per stage: a killed worker process loses nothing
 
 
 # ---------------------------------------------------------------- session
@@ -165,11 +166,18 @@ def _transform_fn(stage):
 
 
 class _StageUDF:
-    """Runs one stage on batches; used as a Ray actor (stateful) or called in tasks."""
+    """Runs one stage on batches; used as a Ray actor (stateful) or called in tasks.
 
-    def __init__(self, name: str, stage, rules: dict, stats, mode: str, decisions_ref=None):
+    An exception from the stage's own code is retried `attempts` times on the batch; if it keeps
+    failing, the batch goes to quarantine/ with the error (and is recorded in the stream's manifest)
+    instead of failing the job or looping forever. Worker crashes are Ray's retries' business.
+    """
+
+    def __init__(self, name: str, stage, rules: dict, stats, mode: str, decisions_ref=None,
+                 ctx: dict | None = None):
         self.name, self.stage, self.rules, self.stats, self.mode = name, stage, tuple(rules.items()), stats, mode
         self.decisions_ref = decisions_ref
+        self.ctx = ctx or {}
         self._ready = False
 
     def _setup(self):
@@ -178,7 +186,7 @@ class _StageUDF:
                 self.stage.setup()
             self._ready = True
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def _run(self, batch: pa.Table) -> pa.Table:
         self._setup()
         if self.mode == "score":
             compute = self.stage.score
@@ -194,12 +202,48 @@ class _StageUDF:
         drop = [c for c in out.column_names if c.startswith("_dec_")]
         if drop:
             out = out.drop_columns(drop)
+        st.extra = {f"node:{ray.get_runtime_context().get_node_id()[:12]}": 1}
         self.stats.add.remote(self.name, st)
         return out
 
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        attempts = self.ctx.get("attempts", 2)
+        for attempt in range(attempts):
+            try:
+                return self._run(batch)
+            except Exception as e:  # noqa: BLE001 - any stage bug must not lose the batch
+                error = f"stage {self.name!r} failed on this batch {attempts} times: {type(e).__name__}: {e}"
+                if attempt + 1 < attempts:
+                    continue
+                quarantine_batch(batch, error, self.ctx)
+                self.stats.add.remote(self.name, BatchStats(extra={"quarantined_batches": 1,
+                                                                   "quarantined_rows": batch.num_rows}))
+                return batch.slice(0, 0)
 
-def _map_stage(ds, planned, stats, mode: str, decisions_ref=None):
-    udf = _StageUDF(planned.name, planned.stage, planned.rules, stats, mode, decisions_ref)
+
+def quarantine_batch(batch: pa.Table, error: str, ctx: dict) -> None:
+    """Write a failing batch to quarantine/ (raw row as JSON) and record it for resume."""
+    from pipeline.manifest import Manifest
+    from pipeline.readers import QUARANTINE_SCHEMA
+    from pipeline.writers import batch_key
+
+    unit_col = ctx["unit_col"]
+    for unit in pc.unique(batch[unit_col]).to_pylist():
+        part = batch.filter(pc.equal(batch[unit_col], unit))
+        rows = part["input_row"].to_pylist() if "input_row" in part.column_names else [None] * part.num_rows
+        files = part["input_file"].to_pylist() if "input_file" in part.column_names else [unit] * part.num_rows
+        raw = [json.dumps(r, default=str).encode() for r in part.drop_columns(
+            [c for c in ("path",) if c in part.column_names]).to_pylist()]
+        table = pa.table({"file": files, "row": rows, "error": [error] * part.num_rows, "raw": raw},
+                         schema=QUARANTINE_SCHEMA)
+        key = batch_key(part)
+        path = Path(ctx["run_dir"]) / "quarantine" / f"stage-{file_tag(unit)}-{key}.parquet"
+        write_atomic(table, path)
+        Manifest(ctx["run_dir"], ctx["stream"]).record(unit, key, part.num_rows, [str(path)])
+
+
+def _map_stage(ds, planned, stats, mode: str, decisions_ref=None, ctx: dict | None = None):
+    args = (planned.name, planned.stage, planned.rules, stats, mode, decisions_ref, ctx)
     r = planned.resources
     kwargs: dict[str, Any] = {"batch_format": "pyarrow", "num_cpus": r.cpus, "zero_copy_batch": True}
     if r.gpus:
@@ -207,11 +251,11 @@ def _map_stage(ds, planned, stats, mode: str, decisions_ref=None):
     if r.batch_size:
         kwargs["batch_size"] = r.batch_size
     if mode == "score" and type(planned.stage).is_stateful():
-        size = r.actors or max(1, int(ray.available_resources().get("CPU", 1) // max(r.cpus, 1e-9)) or 1)
+        size = r.actors or max(1, int(ray.cluster_resources().get("CPU", 1) // max(r.cpus, 1e-9)) or 1)
         return ds.map_batches(_StageUDF, compute=ActorPoolStrategy(min_size=1, max_size=size),
-                              fn_constructor_args=(planned.name, planned.stage, planned.rules, stats, mode,
-                                                   decisions_ref), **kwargs)
-    return ds.map_batches(udf, **kwargs)
+                              fn_constructor_args=args, max_restarts=RETRIES, max_task_retries=RETRIES,
+                              **kwargs)
+    return ds.map_batches(_StageUDF(*args), max_retries=RETRIES, **kwargs)
 
 
 def _ship_plugin(cls) -> None:
@@ -267,8 +311,56 @@ def _missing_columns(ds_schema_names: list[str], requires, name: str) -> None:
 
 
 # ---------------------------------------------------------------- the run
+def _streams(stages) -> list[tuple[object | None, list]]:
+    """Split the stage list at global stages: [(None, scorers), (global, scorers after it), ...]."""
+    out: list[tuple[object | None, list]] = [(None, [])]
+    for p in stages:
+        if p.is_global:
+            out.append((p, []))
+        else:
+            out[-1][1].append(p)
+    return out
+
+
+def _read_expected(run_dir: Path, files: list[str]) -> dict[str, int | None]:
+    out = {}
+    for f in files:
+        st = run_dir / "_work" / "read" / f"{file_tag(f)}.json"
+        out[f] = json.loads(st.read_text())["rows_ok"] if st.is_file() else None
+    return out
+
+
+def _fit_global(planned, files: list[str], seg: Path, progress_rows: int) -> dict:
+    """Fit a global stage over the live rows of a segment, or load the fit a killed run saved."""
+    import pickle
+
+    saved = seg / "stage.pkl"
+    if saved.is_file():
+        with open(saved, "rb") as fh:
+            planned.stage, report = pickle.load(fh)
+        return report
+    t0, c0 = time.perf_counter(), time.process_time()
+    requires = tuple(dict.fromkeys((*planned.stage.required_columns(),
+                                    *[c for c in planned.stage.join_on if c != "id"])))
+    schema = ray.data.read_parquet(files[:1]).schema().names
+    _missing_columns(schema, requires, planned.name)
+    needed = list(dict.fromkeys(["id", "reject_stage", *requires]))
+    view = ray.data.read_parquet(files).select_columns(needed)
+    planned.stage.fit(RayData(view.map_batches(_segment_live(requires), batch_format="pyarrow")))
+    report = {"fit_wall_s": time.perf_counter() - t0, "fit_driver_cpu_s": time.process_time() - c0,
+              "rows_at_fit": progress_rows, **(planned.stage.report() or {})}
+    tmp = seg / ".stage.pkl.tmp"
+    with open(tmp, "wb") as fh:
+        pickle.dump((planned.stage, report), fh)
+    os.replace(tmp, saved)
+    return report
+
+
 def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
-    """Execute `job` into `run_dir`; returns per-stage stats, read stats and the summed summaries."""
+    """Execute `job` into `run_dir`, resuming whatever an interrupted run left complete.
+
+    Returns per-stage worker stats, global-stage fit reports, read stats and the output summary.
+    """
     from tqdm import tqdm
 
     spec = job.spec
@@ -278,57 +370,75 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
         p.stage.prepare()
     stats = _StatsCollector.remote()
     text_field, id_field = spec.fields.text, spec.fields.id
-    items = [{"path": str(p)} for p in job.input_files]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(_read_shard_fn(str(run_dir), text_field, id_field, spec.read.batch_rows,
-                                       spec.read.max_line_bytes), batch_size=1, batch_format="pyarrow")
+    inputs = [str(p) for p in job.input_files]
     fit_reports: dict[str, dict] = {}
-    for k, planned in enumerate(job.stages):
-        if not planned.is_global:
-            ds = _map_stage(ds, planned, stats, "score")
-            continue
-        seg = run_dir / "_work" / f"seg-{k:02d}-{planned.name}"
-        if seg.exists():
-            shutil.rmtree(seg)
-        seg.mkdir(parents=True)
-        rows = _drain(ds.map_batches(write_segment, fn_args=(str(seg),), batch_format="pyarrow"),
-                      progress, f"{planned.name}: stream", tqdm)
-        files = sorted(str(f) for f in seg.glob("part-*.parquet"))
-        if not files:
-            ds = ray.data.from_items([])
-            continue
-        t0, c0 = time.perf_counter(), time.process_time()
-        requires = tuple(dict.fromkeys((*planned.stage.required_columns(),
-                                        *[c for c in planned.stage.join_on if c != "id"])))
-        schema = ray.data.read_parquet(files[:1]).schema().names
-        _missing_columns(schema, requires, planned.name)
-        needed = list(dict.fromkeys(["id", "reject_stage", *requires]))
-        view = ray.data.read_parquet(files).select_columns(needed)
-        live = RayData(view.map_batches(_segment_live(requires), batch_format="pyarrow"))
-        planned.stage.fit(live)
-        fit_reports[planned.name] = {"fit_wall_s": time.perf_counter() - t0,
-                                     "fit_driver_cpu_s": time.process_time() - c0,
-                                     "rows_at_fit": rows, **(planned.stage.report() or {})}
-        dec = getattr(planned.stage, "decisions_", None)
-        ref = None
-        if dec is not None:
-            table = dec.to_arrow() if isinstance(dec, RayData) else dec
-            if table.num_rows:
-                keys = planned.stage.join_on
-                table = table.rename_columns([c if c in keys else f"_dec_{c}" for c in table.column_names])
-                ref = ray.put(table)
-        ds = ray.data.read_parquet(files)
-        ds = _map_stage(ds, planned, stats, "transform", ref)
-    summaries = _drain(ds.map_batches(write_final, fn_args=(str(run_dir), text_field, id_field),
-                                      batch_format="pyarrow"), progress, "curate", tqdm, collect=True)
+    streams = _streams(job.stages)
+    units: list[str] = inputs
+    for s, (head, scorers) in enumerate(streams):
+        last = s == len(streams) - 1
+        stream = f"stream-{s:02d}"
+        manifest = Manifest(run_dir, stream)
+        if s == 0:
+            todo = pending_units(manifest, _read_expected(run_dir, inputs))
+            ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=max(1, len(todo)))
+            ds = ds.map_batches(_read_shard_fn(str(run_dir), text_field, id_field, spec.read.batch_rows,
+                                               spec.read.max_line_bytes), batch_size=1,
+                                batch_format="pyarrow", max_retries=RETRIES)
+            unit_col = "input_file"
+        else:
+            seg = run_dir / "_work" / f"seg-{s:02d}-{head.name}"
+            files = sorted(units)
+            if not files:
+                break
+            fit_reports[head.name] = _fit_global(head, files, seg, sum(_rows(f) for f in files))
+            todo = pending_units(manifest, {f: _rows(f) for f in files})
+            ref = _decisions_ref(head)
+            ds = ray.data.read_parquet(todo or files[:1], include_paths=True)
+            unit_col = "path"
+            ctx = {"run_dir": str(run_dir), "stream": stream, "unit_col": unit_col}
+            ds = _map_stage(ds, head, stats, "transform", ref, ctx)
+        ctx = {"run_dir": str(run_dir), "stream": stream, "unit_col": unit_col}
+        for p in scorers:
+            ds = _map_stage(ds, p, stats, "score", None, ctx)
+        if last:
+            target = "final"
+        else:
+            target = str(run_dir / "_work" / f"seg-{s + 1:02d}-{streams[s + 1][0].name}")
+            Path(target).mkdir(parents=True, exist_ok=True)
+        if todo:
+            _drain(ds.map_batches(write_stream, fn_args=(str(run_dir), stream, unit_col, target, text_field,
+                                                         id_field), batch_format="pyarrow",
+                                  max_retries=RETRIES),
+                   progress, "curate" if last else f"to {streams[s + 1][0].name}", tqdm)
+        if not last:
+            units = sorted(f for e in Manifest(run_dir, stream).entries() for f in e["files"]
+                           if f.startswith(target))
     read_stats = [json.loads(f.read_text()) for f in sorted((run_dir / "_work" / "read").glob("*.json"))]
+    summary_rows = Manifest(run_dir, f"stream-{len(streams) - 1:02d}").summaries()
     return {"stage_stats": {k: v.__dict__ for k, v in ray.get(stats.get.remote()).items()},
-            "fit_reports": fit_reports, "read_stats": read_stats, "summary": summaries}
+            "fit_reports": fit_reports, "read_stats": read_stats,
+            "summary": pa.Table.from_pylist(summary_rows) if summary_rows else None}
 
 
-def _drain(ds, progress: bool, desc: str, tqdm, collect: bool = False):
-    """Consume a dataset of summary rows, showing rows/s; sum `rows` or collect the tables."""
-    out, total = [], 0
+def _rows(parquet_file: str) -> int:
+    import pyarrow.parquet as pq
+    return pq.ParquetFile(parquet_file).metadata.num_rows
+
+
+def _decisions_ref(planned):
+    dec = getattr(planned.stage, "decisions_", None)
+    if dec is None:
+        return None
+    table = dec.to_arrow() if isinstance(dec, RayData) else dec
+    if not table.num_rows:
+        return None
+    keys = planned.stage.join_on
+    return ray.put(table.rename_columns([c if c in keys else f"_dec_{c}" for c in table.column_names]))
+
+
+def _drain(ds, progress: bool, desc: str, tqdm) -> int:
+    """Consume a dataset of `rows` counts, showing rows/s; return the total."""
+    total = 0
     with tqdm(desc=desc, unit=" rows", disable=not progress, mininterval=0.5) as bar:
         for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             b = _to_table(b)
@@ -337,8 +447,4 @@ def _drain(ds, progress: bool, desc: str, tqdm, collect: bool = False):
             n = int(pc.sum(b["rows"]).as_py() or 0)
             total += n
             bar.update(n)
-            if collect:
-                out.append(b)
-    if collect:
-        return pa.concat_tables(out, promote_options="permissive") if out else None
     return total

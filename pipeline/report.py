@@ -93,7 +93,7 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
     names = [p.name for p in job.stages]
     read = result["read_stats"]
     rows_read = sum(r["rows_read"] for r in read)
-    quarantined = sum(r["rows_quarantined"] for r in read)
+    quarantined = _quarantine_rows(run_dir)
     curated = int(summary.filter(pl.col("status") == "curated")["rows"].sum())
     rejected = int(summary.filter(pl.col("status") == "rejected")["rows"].sum())
     score_cols: dict[str, list[str]] = {
@@ -101,7 +101,6 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
     all_cols = sorted({c for cols in score_cols.values() for c in cols})
     data = _scan(run_dir, ["id", "reject_stage", "reject_reason", *all_cols])
     stage_stats = result["stage_stats"]
-    entered = summary
     stage_rows = []
     for k, p in enumerate(job.stages):
         later = names[k:]
@@ -135,6 +134,8 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
             "licenses": {"in": _group(here, ["license"]), "out": _group(out_, ["license"])},
             "sources": {"in": _group(here, ["source"]), "out": _group(out_, ["source"])},
             "extra": result["fit_reports"].get(p.name, {}),
+            "nodes": {k[5:]: v for k, v in st.get("extra", {}).items() if k.startswith("node:")},
+            "quarantined_rows": st.get("extra", {}).get("quarantined_rows", 0),
         }
         (reports / f"{k:02d}-{p.name}.json").write_text(json.dumps(rep, indent=1, default=str))
         stage_rows.append({key: rep[key] for key in ("stage", "kind", "rows_in", "rows_out", "rows_rejected",
@@ -157,6 +158,11 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
     }
     (reports / "summary.json").write_text(json.dumps(total, indent=1, default=str))
     return total
+
+
+def _quarantine_rows(run_dir: Path) -> int:
+    import pyarrow.parquet as pq
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in (run_dir / "quarantine").glob("*.parquet"))
 
 
 def _quarantine_errors(run_dir: Path) -> dict:

@@ -65,21 +65,41 @@ def summarize(batch: pa.Table) -> pa.Table:
     return out.with_columns(pl.col(["rows", "bytes", "tokens"]).cast(pl.Int64)).to_arrow()
 
 
-def write_final(batch: pa.Table, run_dir: str, text_field: str, id_field: str | None) -> pa.Table:
-    """Write the curated and rejected rows of `batch`; return its `summarize` table."""
-    batch = with_reject_columns(batch)
-    key = batch_key(batch)
+def _final_files(batch: pa.Table, run_dir: str, name: str, text_field: str, id_field: str | None) -> list[str]:
     live = live_mask(batch)
-    curated = batch.filter(live).drop_columns(["reject_stage", "reject_reason"])
-    rejected = batch.filter(pc.invert(live))
-    for part, table in (("curated", curated), ("rejected", rejected)):
+    files = []
+    for part, table in (("curated", batch.filter(live).drop_columns(["reject_stage", "reject_reason"])),
+                        ("rejected", batch.filter(pc.invert(live)))):
         if table.num_rows:
-            write_atomic(restore_field_names(table, text_field, id_field), Path(run_dir) / part / f"part-{key}.parquet")
-    return summarize(batch)
+            path = Path(run_dir) / part / name
+            write_atomic(restore_field_names(table, text_field, id_field), path)
+            files.append(str(path))
+    return files
 
 
-def write_segment(batch: pa.Table, seg_dir: str) -> pa.Table:
-    """Write a whole batch (all rows) as an intermediate file before a global stage."""
+def write_stream(batch: pa.Table, run_dir: str, stream: str, unit_col: str, target: str,
+                 text_field: str, id_field: str | None) -> pa.Table:
+    """Sink of a stream: per input unit in the batch, write its rows and record a manifest entry.
+
+    `target` is "final" (curated/ + rejected/) or a segment folder before a global stage.
+    """
+    from pipeline.manifest import Manifest
+    from pipeline.readers import file_tag
+
     batch = with_reject_columns(batch)
-    write_atomic(batch, Path(seg_dir) / f"part-{batch_key(batch)}.parquet", compression="lz4")
+    manifest = Manifest(run_dir, stream)
+    units = pc.unique(batch[unit_col]).to_pylist()
+    for unit in units:
+        part = batch.filter(pc.equal(batch[unit_col], unit)) if len(units) > 1 else batch
+        if unit_col == "path":
+            part = part.drop_columns(["path"])
+        key = batch_key(part)
+        name = f"part-{file_tag(unit)}-{key}.parquet"
+        if target == "final":
+            files = _final_files(part, run_dir, name, text_field, id_field)
+            manifest.record(unit, key, part.num_rows, files, summarize(part))
+        else:
+            path = Path(target) / name
+            write_atomic(part, path, compression="lz4")
+            manifest.record(unit, key, part.num_rows, [str(path)])
     return pa.table({"rows": [batch.num_rows]})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_parser(subparsers) -> None:
@@ -38,11 +39,15 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "layers", "d_model", "heads", "seq_len", "vocab_size", "batch_size"):
         if getattr(args, name) < 1:
             raise SystemExit(f"tamis train-lm: --{name.replace('_', '-')} must be >= 1")
-    out = train_from_files(
-        args.input, args.output, domains=args.domains, text_column=args.text_column,
-        max_chars=args.max_chars, steps=args.steps, layers=args.layers, d_model=args.d_model,
-        heads=args.heads, seq_len=args.seq_len, vocab_size=args.vocab_size,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    try:
+        out = train_from_files(
+            args.input, args.output, domains=args.domains, text_column=args.text_column,
+            max_chars=args.max_chars, steps=args.steps, layers=args.layers, d_model=args.d_model,
+            heads=args.heads, seq_len=args.seq_len, vocab_size=args.vocab_size,
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"tamis train-lm: error: {e}", file=sys.stderr)
+        return 2
     info = json.loads((out / INFO_FILE).read_text())
     print(f"saved {out} ({info['params']:,} parameters, {info['train_tokens']:,} training tokens, "
           f"final loss {info['final_loss']:.3f}, {info['train_s']:.0f} s)")

@@ -1,0 +1,98 @@
+"""A real two-node Ray cluster on 127.0.0.1 (`ray start --head` + `ray start --address`)."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import psutil
+import pytest
+
+from pipeline.cli import main
+from pipeline.report import load_reports
+from pipeline.run import run_job
+from pipeline.spec import load_job
+
+REPO = Path(__file__).resolve().parents[2]
+GCS_PORT, DASHBOARD_PORT = 6391, 8291
+ADDRESS = f"http://127.0.0.1:{DASHBOARD_PORT}"
+
+
+def _kill_cluster(temp_dir: str) -> None:
+    """Stop only this test's Ray processes (plain `ray stop` would also stop the test session's Ray)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in part or f"{GCS_PORT}" == part.split(":")[-1] for part in proc.info["cmdline"] or []):
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    temp_dir = str(tmp_path_factory.mktemp("raycluster"))
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    subprocess.run([ray, "start", "--head", f"--port={GCS_PORT}", f"--dashboard-port={DASHBOARD_PORT}",
+                    "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp_dir}",
+                    "--ray-client-server-port=10201", *common], check=True, env=env, capture_output=True)
+    try:
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{GCS_PORT}", *common], check=True, env=env,
+                       capture_output=True)
+        from ray.job_submission import JobSubmissionClient
+        deadline = time.time() + 120
+        while True:
+            try:
+                JobSubmissionClient(ADDRESS).list_jobs()
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        yield temp_dir
+    finally:
+        _kill_cluster(temp_dir)
+
+
+@pytest.fixture(scope="module")
+def shard_job(tmp_path_factory, corpus_dir):
+    d = tmp_path_factory.mktemp("cl")
+    df = pl.read_parquet(corpus_dir / "dict-jargon.parquet").head(800)
+    for i in range(8):
+        df[i * 100:(i + 1) * 100].write_parquet(d / f"part-{i}.parquet")
+    job = REPO / "jobs" / "_test_cluster.yaml"
+    job.write_text(f"name: cluster-test\ninputs: [{d}]\nread: {{batch_rows: 25}}\nstages:\n"
+                   "  - use: filter\n    keep: {short: 'len(text) >= 100'}\n  - use: exact_dedup\n    keep: default\n")
+    yield job
+    job.unlink(missing_ok=True)
+
+
+def test_submit_runs_on_both_nodes_and_matches_local(cluster, shard_job, tmp_path, monkeypatch, capsys, ray_session):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "cluster-run"
+    assert main(["submit", str(shard_job.relative_to(REPO)), "--address", ADDRESS, "--output", str(out),
+                 "--follow"]) == 0
+    logs = capsys.readouterr().out
+    job_id = logs.splitlines()[0].strip()
+    assert "conservation" in logs
+    assert main(["status", job_id, "--address", ADDRESS]) == 0
+    assert "SUCCEEDED" in capsys.readouterr().out
+    assert main(["list", "--address", ADDRESS]) == 0 and job_id in capsys.readouterr().out
+    summary, stages = load_reports(out)
+    nodes = set().union(*[s["nodes"] for s in stages])
+    assert len(nodes) == 2, f"tasks ran on {nodes}"
+    local = run_job(load_job(shard_job, output=str(tmp_path / "local")), progress=False)
+    ids = lambda p: sorted(pl.read_parquet(p / "curated", columns=["id"])["id"].to_list())  # noqa: E731
+    assert ids(out) == ids(tmp_path / "local") and summary["curated"] == local["curated"]
+
+
+def test_stop_a_running_job(cluster, shard_job, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert main(["submit", str(shard_job.relative_to(REPO)), "--address", ADDRESS, "--output",
+                 str(tmp_path / "stopped")]) == 0
+    job_id = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["stop", job_id, "--address", ADDRESS]) == 0
+    state = capsys.readouterr().out
+    assert "STOPPED" in state or "SUCCEEDED" in state
