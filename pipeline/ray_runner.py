@@ -168,9 +168,10 @@ def _transform_fn(stage):
 class _StageUDF:
     """Runs one stage on batches; used as a Ray actor (stateful) or called in tasks.
 
-    An exception from the stage's own code is retried `attempts` times on the batch; if it keeps
-    failing, the batch goes to quarantine/ with the error (and is recorded in the stream's manifest)
-    instead of failing the job or looping forever. Worker crashes are Ray's retries' business.
+    An exception from the stage's own code does not fail the job: the batch is retried in halves
+    down to single rows, and only rows that fail alone go to quarantine/ with the error (recorded in
+    the stream's manifest), so one bad document costs one row, not a batch, and nothing loops
+    forever. Worker crashes are Ray's retries' business.
     """
 
     def __init__(self, name: str, stage, rules: dict, stats, mode: str, decisions_ref=None,
@@ -207,18 +208,24 @@ class _StageUDF:
         return out
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        attempts = self.ctx.get("attempts", 2)
-        for attempt in range(attempts):
-            try:
-                return self._run(batch)
-            except Exception as e:  # noqa: BLE001 - any stage bug must not lose the batch
-                error = f"stage {self.name!r} failed on this batch {attempts} times: {type(e).__name__}: {e}"
-                if attempt + 1 < attempts:
-                    continue
-                quarantine_batch(batch, error, self.ctx)
-                self.stats.add.remote(self.name, BatchStats(extra={"quarantined_batches": 1,
-                                                                   "quarantined_rows": batch.num_rows}))
-                return batch.slice(0, 0)
+        try:
+            return self._run(batch)
+        except Exception:  # noqa: BLE001 - a stage bug must not lose the batch: isolate the bad rows
+            return self._bisect(batch)
+
+    def _bisect(self, batch: pa.Table) -> pa.Table:
+        """Retry a failed batch in halves; only the rows that still fail on their own are quarantined."""
+        try:
+            return self._run(batch)
+        except Exception as e:  # noqa: BLE001
+            if batch.num_rows > 1:
+                half = batch.num_rows // 2
+                parts = [self._bisect(batch.slice(0, half)), self._bisect(batch.slice(half))]
+                parts = [p for p in parts if p.num_rows] or parts[:1]
+                return pa.concat_tables(parts, promote_options="permissive")
+            quarantine_batch(batch, f"stage {self.name!r} failed: {type(e).__name__}: {e}", self.ctx)
+            self.stats.add.remote(self.name, BatchStats(extra={"quarantined_rows": batch.num_rows}))
+            return batch.slice(0, 0)
 
 
 def quarantine_batch(batch: pa.Table, error: str, ctx: dict) -> None:

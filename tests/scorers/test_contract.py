@@ -1,0 +1,70 @@
+"""One contract over every registered stage (like scikit-learn's `parametrize_with_checks`)."""
+import importlib
+import pickle
+
+import pyarrow as pa
+import pytest
+
+from pipeline.rules import compile_rules
+from scorers import REGISTRY, GlobalStage, Scorer
+
+BATCH = pa.table({
+    "id": ["a", "b", "c"],
+    "text": ["The cat sat on the mat and it was happy with that.\nIt is a good mat.", "",
+             "Rain, rain, go away; come again another day. " * 20],
+    "domain": ["x", "y", "x"], "license": ["MIT", "MIT", "PD"], "source": ["s", "s", "t"],
+}).cast(pa.schema([("id", pa.string()), ("text", pa.large_string()), ("domain", pa.string()),
+                   ("license", pa.string()), ("source", pa.string())]))
+
+
+def load(ref):
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_registered_class_contract(name):
+    cls = load(REGISTRY[name])
+    assert issubclass(cls, (Scorer, GlobalStage)) and cls.name == name
+    assert cls.__doc__ and cls.__doc__.strip(), f"{name} has no docstring"
+    for col, t in cls.columns.items():
+        assert isinstance(t, pa.DataType), f"{name}.{col}"
+    compile_rules(cls.default_keep)
+    params = cls.param_names()
+    assert "self" not in params
+
+
+def _constructible(cls):
+    try:
+        return cls()
+    except TypeError:
+        return None
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_stage_stores_params_pickles_and_rules_use_own_or_input_columns(name):
+    cls = load(REGISTRY[name])
+    stage = _constructible(cls)
+    if stage is None:
+        pytest.skip(f"{name} needs parameters (model paths, eval sets)")
+    assert set(stage.get_params()) == set(cls.param_names())
+    clone = pickle.loads(pickle.dumps(stage))
+    assert clone.get_params() == stage.get_params()
+    cols = set(stage.output_columns()) | set(BATCH.column_names)
+    for rule in compile_rules(stage.default_rules()):
+        assert rule.columns <= cols | {"lang", "lang_score", "ppl"}, (name, rule.text)
+
+
+STATELESS = sorted(n for n, ref in REGISTRY.items() if issubclass(load(ref), Scorer)
+                   and not load(ref).is_stateful() and _constructible(load(ref)) is not None)
+
+
+@pytest.mark.parametrize("name", STATELESS)
+def test_stateless_scorer_output_shape(name):
+    stage = load(REGISTRY[name])()
+    for batch in (BATCH, BATCH.slice(0, 0)):
+        out = stage.score(batch)
+        assert set(out) == set(stage.output_columns())
+        for col, arr in out.items():
+            assert len(arr) == batch.num_rows, (name, col)
+            assert arr.type == stage.output_columns()[col], (name, col, arr.type)
