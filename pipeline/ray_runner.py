@@ -208,6 +208,7 @@ class _StageUDF:
         return out
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        self._setup()  # a model that cannot load fails the job at once, it is not a data problem
         try:
             return self._run(batch)
         except Exception:  # noqa: BLE001 - a stage bug must not lose the batch: isolate the bad rows

@@ -214,7 +214,7 @@ def plan_stages(spec: JobSpec, source: str) -> list[PlannedStage]:
         rule_cols = set()
         for rule in compile_rules(p.rules):
             rule_cols |= rule.columns
-        for col in set(p.stage.requires) | rule_cols:
+        for col in set(p.stage.required_columns()) | rule_cols:
             if col in later and col not in earlier:
                 raise SpecError(f"{source}: stages[{p.index}] ({p.name}) reads {col!r}, "
                                 f"which only the later stage {later[col]!r} writes: reorder the stages")
