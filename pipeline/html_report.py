@@ -73,8 +73,8 @@ def _table(rows: list[list], head: list[str]) -> str:
 
 def _extra(extra: dict) -> str:
     out = []
-    if extra.get("cluster_sizes"):
-        sizes = extra["cluster_sizes"]
+    sizes = extra.get("cluster_sizes") or extra.get("sizes")
+    if sizes:
         items = sorted(sizes.items(), key=lambda kv: -kv[1]) if isinstance(sizes, dict) else list(enumerate(sizes))
         out.append(bar_chart([f"cluster {k}" for k, _ in items[:30]], [v for _, v in items[:30]], "cluster sizes"))
     if extra.get("top_terms"):
@@ -88,7 +88,7 @@ def _extra(extra: dict) -> str:
         if isinstance(extra.get(key), dict) and extra[key]:
             vals = {k: v for k, v in extra[key].items() if isinstance(v, (int, float))}
             out.append(bar_chart(list(vals), list(vals.values()), f"{key}"))
-    rest = {k: v for k, v in extra.items() if k not in ("cluster_sizes", "top_terms", "map_2d")}
+    rest = {k: v for k, v in extra.items() if k not in ("cluster_sizes", "sizes", "top_terms", "map_2d")}
     if rest:
         out.append(f"<details><summary>stage details</summary><pre>{_e(json.dumps(rest, indent=1, default=str)[:20000])}</pre></details>")
     return "".join(out)

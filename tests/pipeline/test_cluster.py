@@ -34,13 +34,15 @@ def cluster(tmp_path_factory):
     temp_dir = str(tmp_path_factory.mktemp("raycluster"))
     ray = str(Path(sys.executable).parent / "ray")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the cluster runs in tamis's env
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     subprocess.run([ray, "start", "--head", f"--port={GCS_PORT}", f"--dashboard-port={DASHBOARD_PORT}",
                     "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp_dir}",
-                    "--ray-client-server-port=10201", *common], check=True, env=env, capture_output=True)
+                    "--ray-client-server-port=20201", "--min-worker-port=20300", "--max-worker-port=20499", "--dashboard-agent-listen-port=20202", *common], check=True, env=env, capture_output=True)
     try:
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{GCS_PORT}", *common], check=True, env=env,
-                       capture_output=True)
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{GCS_PORT}", "--min-worker-port=20500",
+                        "--max-worker-port=20699", "--dashboard-agent-listen-port=20203", *common],
+                       check=True, env=env, capture_output=True)
         from ray.job_submission import JobSubmissionClient
         deadline = time.time() + 120
         while True:
