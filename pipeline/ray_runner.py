@@ -77,16 +77,28 @@ def map_tasks(fn: Callable, items: list, *, num_cpus: float = 1.0, num_gpus: flo
 
 
 # ---------------------------------------------------------------- Data over Ray
-class RayData:
-    """`pipeline.data.Data` backed by a Ray Dataset (see that module for the contract)."""
+LOCAL_GROUPBY_ROWS = 300_000
 
-    def __init__(self, ds: "ray.data.Dataset"):
+
+class RayData:
+    """`pipeline.data.Data` backed by a Ray Dataset (see that module for the contract).
+
+    `rows` is the number of documents behind the view when known. Below `LOCAL_GROUPBY_ROWS` a
+    `groupby_map` collects its (narrow, key-only) input and groups in memory with polars, which is
+    seconds faster than a Ray hash shuffle; above it, the shuffle runs across the cluster.
+    """
+
+    def __init__(self, ds: "ray.data.Dataset", rows: int | None = None):
         self.ds = ds
+        self.rows = rows
 
     def map_batches(self, fn):
-        return RayData(self.ds.map_batches(fn, batch_format="pyarrow"))
+        return RayData(self.ds.map_batches(fn, batch_format="pyarrow"), self.rows)
 
     def groupby_map(self, keys, fn):
+        if self.rows is not None and self.rows <= LOCAL_GROUPBY_ROWS:
+            from pipeline.data import LocalData
+            return LocalData(self.to_arrow()).groupby_map(list(keys), fn)
         parts = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         return RayData(self.ds.groupby(list(keys), num_partitions=parts).map_groups(fn, batch_format="pyarrow"))
 
@@ -354,7 +366,7 @@ def _fit_global(planned, files: list[str], seg: Path, progress_rows: int) -> dic
     _missing_columns(schema, requires, planned.name)
     needed = list(dict.fromkeys(["id", "reject_stage", *requires]))
     view = ray.data.read_parquet(files).select_columns(needed)
-    planned.stage.fit(RayData(view.map_batches(_segment_live(requires), batch_format="pyarrow")))
+    planned.stage.fit(RayData(view.map_batches(_segment_live(requires), batch_format="pyarrow"), progress_rows))
     report = {"fit_wall_s": time.perf_counter() - t0, "fit_driver_cpu_s": time.process_time() - c0,
               "rows_at_fit": progress_rows, **(planned.stage.report() or {})}
     tmp = seg / ".stage.pkl.tmp"
