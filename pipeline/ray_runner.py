@@ -43,8 +43,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     if address:
         ray.init(address=address, **kwargs)
     else:
+        # One thread per worker for polars/BLAS: Ray already runs one task per CPU, and library thread
+        # pools on top of that oversubscribe the cores (on a cluster, set the same in its runtime env).
+        threads = {k: "1" for k in ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                    "MKL_NUM_THREADS")}
         ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
-                 **kwargs)
+                 runtime_env={"env_vars": threads}, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
