@@ -1,13 +1,24 @@
 """Issue 8 figures: peak memory when the input grows 4x, and wall time on 2 CPUs vs 1 CPU.
 
-Each run is a fresh `tamis run` subprocess (its own embedded Ray) on shared-corpus text; memory is
-the peak of the summed RSS of the driver and every Ray process it started, sampled every 0.2 s.
+Input: shared-corpus documents in shards of 6,000 (1x = `--docs`, 4x = 4 * `--docs`; the default 4x is
+96,000 documents, nearly the whole corpus), run through the quickstart stages.
 
-    .venv/bin/python benchmarks/bench_scaling.py [--docs 6000]
+- Memory: fresh `tamis run` subprocesses with their own embedded Ray (2 CPUs); the figure is the peak of
+  the summed RSS of the driver and every Ray process it started, sampled every 0.2 s.
+- Speed-up: "N CPUs" means the whole job is pinned to N cores with `taskset`: the Ray cluster
+  (`ray start --head --num-cpus N`), its workers and the driver. Without pinning, a "1 CPU" Ray still
+  runs its driver, raylet and Ray Data's actors on the machine's other cores for free. Two ways:
+  - cluster: the job joins a running cluster (`tamis run --address`), as jobs do on a real cluster;
+    one warm-up run, then the median of `--repeats` runs;
+  - embedded: one cold `tamis run` that starts its own Ray (start-up included).
+
+    .venv/bin/python benchmarks/bench_scaling.py [--docs 24000] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,6 +30,9 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / ".." / "shared" / "corpus"
+BIN = REPO / ".venv" / "bin"
+DOCS_PER_SHARD = 6000
+PORT = 6405
 JOB = """name: scaling
 inputs: [{inp}]
 output: {out}
@@ -35,58 +49,97 @@ stages:
 """
 
 
-def make_input(folder: Path, n_docs: int, n_files: int) -> float:
+def make_input(folder: Path, n_docs: int) -> float:
     frames = [pl.read_parquet(f) for f in sorted(CORPUS.glob("*.parquet"))]
-    df = pl.concat(frames).filter(pl.col("text").str.len_bytes() < 50_000).sample(n_docs, seed=3, shuffle=True)
+    df = pl.concat(frames).filter(pl.col("text").str.len_bytes() < 50_000)
+    df = df.sample(min(n_docs, df.height), seed=3, shuffle=True)
     folder.mkdir(parents=True, exist_ok=True)
-    per = -(-df.height // n_files)
-    for i in range(n_files):
-        df[i * per:(i + 1) * per].write_parquet(folder / f"part-{i:03d}.parquet")
+    for i in range(0, df.height, DOCS_PER_SHARD):
+        df[i:i + DOCS_PER_SHARD].write_parquet(folder / f"part-{i // DOCS_PER_SHARD:03d}.parquet")
     return df["text"].str.len_bytes().sum() / 1e6
 
 
-def run(inp: Path, out: Path, cpus: int) -> tuple[float, float]:
+def job_file(inp: Path, out: Path, cpus: int) -> Path:
     job = out.parent / f"{out.name}.yaml"
     job.write_text(JOB.format(inp=inp, out=out, cpus=cpus))
+    return job
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall seconds and peak summed RSS (MB) of `cmd` and every process it starts."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "tamis"), "run", str(job), "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0
-    root = psutil.Process(proc.pid)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    peak, root = 0, psutil.Process(proc.pid)
     while proc.poll() is None:
+        rss = 0
         try:
-            procs = [root, *root.children(recursive=True)]
-            rss = 0
-            for p in procs:
+            for p in [root, *root.children(recursive=True)]:
                 try:
                     rss += p.memory_info().rss
                 except psutil.NoSuchProcess:
                     pass
-            peak = max(peak, rss)
         except psutil.NoSuchProcess:
             break
+        peak = max(peak, rss)
         time.sleep(0.2)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        sys.exit(f"run failed: {job}")
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()[-3000:]}")
     return wall, peak / 1e6
+
+
+def pinned(cores: int) -> list[str]:
+    return ["taskset", "-c", ",".join(str(c) for c in range(cores))]
+
+
+def cluster_walls(job: Path, cores: int, repeats: int, tmp: Path) -> list[float]:
+    """Start a Ray cluster pinned to `cores` cores, warm it up with one run, then time `repeats` runs."""
+    temp_dir = tmp / f"ray{cores}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    subprocess.run([*pinned(cores), str(BIN / "ray"), "start", "--head", f"--port={PORT}", f"--num-cpus={cores}",
+                    "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+                    "--object-store-memory=400000000", f"--temp-dir={temp_dir}"],
+                   check=True, env=env, capture_output=True)
+    try:
+        run = [*pinned(cores), str(BIN / "tamis"), "run", str(job), "--address", f"127.0.0.1:{PORT}",
+               "--no-progress", "--restart"]
+        timed(run, env)
+        return [timed(run, env)[0] for _ in range(repeats)]
+    finally:
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if any(str(temp_dir) in part for part in proc.info["cmdline"] or []):
+                    proc.kill()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        time.sleep(2)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--docs", type=int, default=6000)
+    ap.add_argument("--docs", type=int, default=24000, help="documents in the 1x input (4x is four times)")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("needs at least 2 cores")
+    tamis = str(BIN / "tamis")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        mb1 = make_input(tmp / "x1", args.docs, 8)
-        mb4 = make_input(tmp / "x4", 4 * args.docs, 32)
-        w1, m1 = run(tmp / "x1", tmp / "r1", 2)
-        w4, m4 = run(tmp / "x4", tmp / "r4", 2)
-        w4_1cpu, _ = run(tmp / "x4", tmp / "r4c1", 1)
-    print(f"input 1x: {args.docs} docs {mb1:.1f} MB -> wall {w1:.1f} s, peak RSS {m1:.0f} MB")
-    print(f"input 4x: {4 * args.docs} docs {mb4:.1f} MB -> wall {w4:.1f} s, peak RSS {m4:.0f} MB")
-    print(f"peak RSS ratio 4x/1x: {m4 / m1:.2f}  (target <= 1.3)")
-    print(f"4x input, 1 CPU: {w4_1cpu:.1f} s; 2 CPUs: {w4:.1f} s; speed-up {w4_1cpu / w4:.2f}x (target >= 1.8)")
+        mb1, mb4 = make_input(tmp / "x1", args.docs), make_input(tmp / "x4", 4 * args.docs)
+        w1, m1 = timed([tamis, "run", str(job_file(tmp / "x1", tmp / "r1", 2)), "--no-progress"])
+        w4, m4 = timed([tamis, "run", str(job_file(tmp / "x4", tmp / "r4", 2)), "--no-progress"])
+        print(f"input 1x: {args.docs} docs {mb1:.1f} MB -> wall {w1:.1f} s, peak RSS {m1:.0f} MB")
+        print(f"input 4x: {4 * args.docs} docs {mb4:.1f} MB -> wall {w4:.1f} s, peak RSS {m4:.0f} MB")
+        print(f"peak RSS ratio 4x/1x: {m4 / m1:.2f}  (target <= 1.3)")
+        cold = {c: timed([*pinned(c), tamis, "run", str(job_file(tmp / "x4", tmp / f"e{c}", c)), "--no-progress"])[0]
+                for c in (1, 2)}
+        print(f"embedded, 4x input: 1 CPU {cold[1]:.1f} s, 2 CPUs {cold[2]:.1f} s -> {cold[1] / cold[2]:.2f}x")
+        hot = {c: cluster_walls(job_file(tmp / "x4", tmp / f"c{c}", c), c, args.repeats, tmp) for c in (1, 2)}
+        med = {c: statistics.median(w) for c, w in hot.items()}
+        for c, w in hot.items():
+            print(f"cluster, {c} CPU(s), 4x input: " + ", ".join(f"{x:.1f}" for x in w) + f" s (median {med[c]:.1f})")
+        print(f"cluster speed-up 2 CPUs vs 1 CPU: {med[1] / med[2]:.2f}x  (target >= 1.8)")
 
 
 if __name__ == "__main__":

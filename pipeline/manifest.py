@@ -12,6 +12,7 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 
@@ -31,10 +32,10 @@ class Manifest:
         tmp.write_text(json.dumps(entry))
         os.replace(tmp, path)
 
-    def entries(self) -> list[dict]:
-        if not self.dir.is_dir():
-            return []
-        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))]
+    def entries(self) -> Iterator[dict]:
+        if self.dir.is_dir():
+            for p in sorted(self.dir.glob("*.json")):
+                yield json.loads(p.read_text())
 
     def done_rows(self) -> dict[str, int]:
         rows: dict[str, int] = defaultdict(int)
@@ -52,8 +53,22 @@ class Manifest:
                 Path(f).unlink(missing_ok=True)
             p.unlink()
 
-    def summaries(self) -> list[dict]:
-        return [row for e in self.entries() for row in (e["summary"] or [])]
+    def summary(self, chunk: int = 20_000):
+        """The stream's write summaries merged by group (`writers.merge_summaries`), folded `chunk`
+        entries at a time so the driver holds one row per group, not one per batch; None if empty."""
+        import polars as pl
+
+        from pipeline.writers import merge_summaries
+
+        total, rows = None, []
+        for e in self.entries():
+            rows.extend(e["summary"] or [])
+            if len(rows) >= chunk:
+                total = merge_summaries([t for t in (total, pl.DataFrame(rows)) if t is not None])
+                rows = []
+        if rows:
+            total = merge_summaries([t for t in (total, pl.DataFrame(rows)) if t is not None])
+        return total
 
 
 def pending_units(manifest: Manifest, expected: dict[str, int | None]) -> list[str]:

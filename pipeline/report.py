@@ -1,8 +1,9 @@
 """Per-stage reports: JSON files under `RUN_DIR/reports/`, built from the run's own outputs.
 
-Row counts and rejections come from the written Parquet (so they are exact and conservation is
-checked against what is on disk); times come from the workers' counters; score quantiles and
-histograms from a column-projected scan of the outputs (text is never loaded).
+Row, byte and token counts, rejections and example ids come from the summaries the write tasks
+recorded (so they are exact and conservation is checked against what is on disk); times come from
+the workers' counters; score statistics from streaming, column-projected polars scans of the outputs
+(text is never loaded, and the driver's memory does not grow with the corpus: see `score_stats`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pyarrow as pa
 QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 N_BINS = 30
 N_EXAMPLES = 5
+SAMPLE_ROWS = 1_000_000
 
 
 def _num(x):
@@ -28,48 +30,76 @@ def _is_numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
-def column_stats(s: pl.Series) -> dict:
-    """Count, nulls, mean, quantiles and a histogram between the 0.5th and 99.5th percentiles."""
-    s = s.cast(pl.Float64)
-    nulls = s.null_count()
-    v = s.drop_nulls().drop_nans()
-    out = {"count": int(v.len()), "nulls": int(nulls)}
-    if v.len() == 0:
-        return out
-    out["mean"] = _num(v.mean())
-    out["quantiles"] = {str(q): _num(v.quantile(q, "linear")) for q in QUANTILES}
-    lo, hi = v.quantile(0.005, "linear"), v.quantile(0.995, "linear")
-    if lo == hi:
-        lo, hi = float(v.min()), float(v.max())
-    if lo == hi:
-        out["histogram"] = {"edges": [lo, hi], "counts": [int(v.len())], "below": 0, "above": 0}
-        return out
-    width = (hi - lo) / N_BINS
-    inside = v.filter((v >= lo) & (v <= hi))
-    idx = ((inside - lo) / width).floor().clip(0, N_BINS - 1).cast(pl.Int64)
-    counts = idx.value_counts().sort(idx.name)
-    hist = [0] * N_BINS
-    for i, c in zip(counts[idx.name].to_list(), counts["count"].to_list()):
-        hist[i] = int(c)
-    out["histogram"] = {"edges": [lo + i * width for i in range(N_BINS + 1)], "counts": hist,
-                        "below": int((v < lo).sum()), "above": int((v > hi).sum())}
-    return out
-
-
 def _output_files(run_dir: Path) -> list[str]:
     return sorted(str(p) for part in ("curated", "rejected") for p in (run_dir / part).glob("*.parquet"))
 
 
-def _scan(run_dir: Path, columns: list[str]) -> pl.DataFrame:
+def _outputs(run_dir: Path, columns: list[str]) -> pl.LazyFrame:
+    """A lazy scan of `columns` over curated/ and rejected/ (a column a file lacks reads as null)."""
     files = _output_files(run_dir)
     if not files:
-        return pl.DataFrame({c: [] for c in columns})
+        return pl.LazyFrame(schema={c: pl.Utf8 for c in columns})
     frames = []
-    for f in files:  # files may differ in columns (e.g. curated has no reject columns)
+    for f in files:
         lf = pl.scan_parquet(f)
         have = lf.collect_schema().names()
         frames.append(lf.select([pl.col(c) if c in have else pl.lit(None).alias(c) for c in columns]))
-    return pl.concat(frames, how="diagonal_relaxed").collect()
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    return lf.collect(engine="streaming")
+
+
+def score_stats(lf: pl.LazyFrame, cols: list[str]) -> dict[str, dict]:
+    """Per numeric column: count, nulls, mean and histogram counts, exact; quantiles and the
+    histogram's range (0.5th to 99.5th percentile) from every value up to SAMPLE_ROWS rows, and from
+    every k-th row beyond (`sample_every`: k). Streaming scans: the driver holds at most SAMPLE_ROWS
+    values per column, however large the run."""
+    if not cols:
+        return {}
+    x = {c: pl.col(c).cast(pl.Float64) for c in cols}
+    v = {c: x[c].fill_nan(None) for c in cols}
+    agg = _collect(lf.select(pl.len().alias("_n"), *[e for c in cols for e in (
+        v[c].count().alias(f"count:{c}"), x[c].null_count().alias(f"nulls:{c}"), v[c].mean().alias(f"mean:{c}"),
+        v[c].min().alias(f"min:{c}"), v[c].max().alias(f"max:{c}"))])).row(0, named=True)
+    step = max(1, -(-agg["_n"] // SAMPLE_ROWS))
+    sample = lf.select(cols)
+    if step > 1:
+        sample = sample.with_row_index("_i").filter(pl.col("_i") % step == 0).drop("_i")
+    sample = _collect(sample)
+    out = {}
+    for c in cols:
+        st: dict = {"count": int(agg[f"count:{c}"]), "nulls": int(agg[f"nulls:{c}"])}
+        out[c] = st
+        vals = sample[c].cast(pl.Float64).fill_nan(None).drop_nulls()
+        if st["count"] == 0 or vals.len() == 0:
+            continue
+        st["mean"] = _num(agg[f"mean:{c}"])
+        st["quantiles"] = {str(q): _num(vals.quantile(q, "linear")) for q in QUANTILES}
+        if step > 1:
+            st["sample_every"] = step
+        lo, hi = vals.quantile(0.005, "linear"), vals.quantile(0.995, "linear")
+        if lo == hi:
+            lo, hi = float(agg[f"min:{c}"]), float(agg[f"max:{c}"])
+        if lo == hi:
+            st["histogram"] = {"edges": [lo, hi], "counts": [st["count"]], "below": 0, "above": 0}
+            continue
+        width = (hi - lo) / N_BINS
+        b = (pl.when(v[c] < lo).then(-1).when(v[c] > hi).then(N_BINS)
+             .otherwise(((v[c] - lo) / width).floor().clip(0, N_BINS - 1)).cast(pl.Int64).alias("b"))
+        counts = dict(_collect(lf.select(b).drop_nulls().group_by("b").len()).iter_rows())
+        st["histogram"] = {"edges": [lo + i * width for i in range(N_BINS + 1)],
+                           "counts": [int(counts.get(i, 0)) for i in range(N_BINS)],
+                           "below": int(counts.get(-1, 0)), "above": int(counts.get(N_BINS, 0))}
+    return out
+
+
+def _examples(summary: pl.DataFrame) -> list[str]:
+    """The smallest example ids over some groups of the merged write summary."""
+    if summary.height == 0:
+        return []
+    return summary["examples"].explode().drop_nulls().unique().sort().head(N_EXAMPLES).to_list()
 
 
 def _group(summary: pl.DataFrame, keys: list[str]) -> dict:
@@ -87,9 +117,10 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
     """Write `reports/NN-stage.json` for every stage and `reports/summary.json`; return the summary."""
     reports = run_dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)
-    summary = pl.from_arrow(result["summary"]) if result["summary"] is not None else pl.DataFrame(
+    summary = result["summary"] if result["summary"] is not None else pl.DataFrame(
         schema={"status": pl.Utf8, "reject_stage": pl.Utf8, "reject_reason": pl.Utf8, "license": pl.Utf8,
-                "source": pl.Utf8, "domain": pl.Utf8, "rows": pl.Int64, "bytes": pl.Int64, "tokens": pl.Int64})
+                "source": pl.Utf8, "domain": pl.Utf8, "rows": pl.Int64, "bytes": pl.Int64, "tokens": pl.Int64,
+                "examples": pl.List(pl.Utf8)})
     names = [p.name for p in job.stages]
     read = result["read_stats"]
     rows_read = sum(r["rows_read"] for r in read)
@@ -99,7 +130,7 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
     score_cols: dict[str, list[str]] = {
         p.name: [c for c, t in p.stage.output_columns().items() if _is_numeric(t)] for p in job.stages}
     all_cols = sorted({c for cols in score_cols.values() for c in cols})
-    data = _scan(run_dir, ["id", "reject_stage", "reject_reason", *all_cols])
+    data = _outputs(run_dir, ["reject_stage", *all_cols])
     stage_stats = result["stage_stats"]
     stage_rows = []
     for k, p in enumerate(job.stages):
@@ -110,13 +141,10 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
         st = stage_stats.get(p.name, {})
         rows_in, rows_out = int(here["rows"].sum()), int(out_["rows"].sum())
         live = data.filter(pl.col("reject_stage").is_null() | pl.col("reject_stage").is_in(later))
-        kept_ids = data.filter(pl.col("reject_stage").is_null() | pl.col("reject_stage").is_in(names[k + 1:]))
         rejections = {r["reject_reason"]: int(r["rows"]) for r in rej.group_by("reject_reason").agg(
             pl.col("rows").sum()).sort("rows", descending=True).iter_rows(named=True)}
-        examples_rej = {}
-        for reason in list(rejections)[:20]:
-            examples_rej[reason] = data.filter((pl.col("reject_stage") == p.name) & (
-                pl.col("reject_reason") == reason))["id"].sort().head(N_EXAMPLES).to_list()
+        examples_rej = {reason: _examples(rej.filter(pl.col("reject_reason") == reason))
+                        for reason in list(rejections)[:20]}
         wall = st.get("wall_s", 0.0) + result["fit_reports"].get(p.name, {}).get("fit_wall_s", 0.0)
         rep = {
             "stage": p.name, "index": k, "kind": "global" if p.is_global else "scorer",
@@ -129,8 +157,8 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
                 "fit_driver_cpu_s", 0.0),
             "rows_per_s": rows_in / wall if wall > 0 else None, "batches": st.get("batches", 0),
             "rejections": rejections,
-            "scores": {c: column_stats(live[c]) for c in score_cols[p.name]},
-            "examples": {"kept": kept_ids["id"].sort().head(N_EXAMPLES).to_list(), "rejected": examples_rej},
+            "scores": score_stats(live, score_cols[p.name]),
+            "examples": {"kept": _examples(out_), "rejected": examples_rej},
             "licenses": {"in": _group(here, ["license"]), "out": _group(out_, ["license"])},
             "sources": {"in": _group(here, ["source"]), "out": _group(out_, ["source"])},
             "extra": result["fit_reports"].get(p.name, {}),
@@ -169,10 +197,9 @@ def _quarantine_errors(run_dir: Path) -> dict:
     files = sorted((run_dir / "quarantine").glob("*.parquet"))
     if not files:
         return {}
-    q = pl.concat([pl.read_parquet(f, columns=["file", "row", "error"]) for f in files])
-    kinds = q.with_columns(pl.col("error").str.split(":").list.first().alias("kind"))
-    return {r["kind"]: int(r["len"]) for r in kinds.group_by("kind").len().sort("len", descending=True)
-            .iter_rows(named=True)}
+    kinds = pl.concat([pl.scan_parquet(f).select(pl.col("error").str.split(":").list.first().alias("kind"))
+                       for f in files]).group_by("kind").len()
+    return {r["kind"]: int(r["len"]) for r in _collect(kinds).sort("len", descending=True).iter_rows(named=True)}
 
 
 def load_reports(run_dir: Path) -> tuple[dict, list[dict]]:

@@ -47,9 +47,13 @@ def restore_field_names(table: pa.Table, text_field: str, id_field: str | None) 
     return table.rename_columns(names)
 
 
+N_EXAMPLES = 5
+
+
 def summarize(batch: pa.Table) -> pa.Table:
-    """Rows, text bytes and whitespace tokens per (status, stage, reason, licence, source, domain)."""
-    df = pl.from_arrow(batch.select([c for c in ("text", *SUMMARY_KEYS[1:]) if c in batch.column_names]))
+    """Rows, text bytes, whitespace tokens and the 5 smallest ids per (status, stage, reason, licence,
+    source, domain): small, and mergeable across batches (`merge_summaries`)."""
+    df = pl.from_arrow(batch.select([c for c in ("id", "text", *SUMMARY_KEYS[1:]) if c in batch.column_names]))
     for c in SUMMARY_KEYS[3:]:
         if c not in df.columns:
             df = df.with_columns(pl.lit(None, dtype=pl.Utf8).alias(c))
@@ -59,10 +63,20 @@ def summarize(batch: pa.Table) -> pa.Table:
         pl.when(pl.col("reject_stage").is_null()).then(pl.lit("curated")).otherwise(pl.lit("rejected")).alias("status"),
         pl.col("text").str.len_bytes().alias("bytes"),
         pl.col("text").str.count_matches(r"\S+").alias("tokens"),
+        pl.col("id").cast(pl.Utf8),
     )
     out = df.group_by(list(SUMMARY_KEYS)).agg(pl.len().alias("rows"), pl.col("bytes").sum(),
-                                               pl.col("tokens").sum())
+                                               pl.col("tokens").sum(), pl.col("id").bottom_k(N_EXAMPLES).alias("examples"))
     return out.with_columns(pl.col(["rows", "bytes", "tokens"]).cast(pl.Int64)).to_arrow()
+
+
+def merge_summaries(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Sum `summarize` tables by their keys, keeping the 5 smallest example ids of each group."""
+    df = pl.concat(parts, how="diagonal_relaxed").with_columns(
+        pl.col(list(SUMMARY_KEYS)).cast(pl.Utf8), pl.col("examples").cast(pl.List(pl.Utf8)))
+    return df.group_by(list(SUMMARY_KEYS)).agg(
+        pl.col("rows").sum(), pl.col("bytes").sum(), pl.col("tokens").sum(),
+        pl.col("examples").explode().drop_nulls().bottom_k(N_EXAMPLES))
 
 
 def _final_files(batch: pa.Table, run_dir: str, name: str, text_field: str, id_field: str | None) -> list[str]:

@@ -59,6 +59,52 @@ def test_quickstart_conservation_and_reports(quickstart_run):
     assert meta.row_group(0).column(0).compression == "ZSTD"
 
 
+def test_report_figures_match_the_outputs(quickstart_run):
+    """Examples, score statistics and histograms recomputed in memory from the written Parquet."""
+    run = quickstart_run
+    _, stages = load_reports(run)
+    out = pl.concat([pl.read_parquet(f) for f in sorted(run.glob("*/*.parquet")) if f.parent.name in
+                     ("curated", "rejected")], how="diagonal_relaxed")
+    names = [s["stage"] for s in stages]
+    gq = stages[1]
+    live = out.filter(pl.col("reject_stage").is_null() | pl.col("reject_stage").is_in(names[1:]))
+    kept = out.filter(pl.col("reject_stage").is_null() | pl.col("reject_stage").is_in(names[2:]))
+    assert gq["examples"]["kept"] == kept["id"].sort().head(5).to_list()
+    for reason, ids in gq["examples"]["rejected"].items():
+        want = out.filter((pl.col("reject_stage") == "gopher_quality") & (pl.col("reject_reason") == reason))
+        assert ids == want["id"].sort().head(5).to_list()
+    for col, st in gq["scores"].items():
+        v = live[col].cast(pl.Float64).fill_nan(None).drop_nulls()
+        assert st["count"] == v.len() and "sample_every" not in st
+        if v.len():
+            assert st["mean"] == pytest.approx(v.mean())
+            assert st["quantiles"]["0.5"] == pytest.approx(v.quantile(0.5, "linear"))
+            h = st["histogram"]
+            assert sum(h["counts"]) + h["below"] + h["above"] == v.len()
+
+
+def test_score_stats_sample_beyond_limit(monkeypatch):
+    """Past SAMPLE_ROWS, quantiles come from every k-th row; counts, means and histograms stay exact."""
+    import numpy as np
+
+    from pipeline import report
+
+    x = np.random.default_rng(0).lognormal(size=50_000)
+    lf = pl.LazyFrame({"s": x, "n": [None] * 49_000 + [1.0] * 1_000})
+    exact = report.score_stats(lf, ["s", "n"])
+    monkeypatch.setattr(report, "SAMPLE_ROWS", 5_000)
+    sampled = report.score_stats(lf, ["s", "n"])
+    s, e = sampled["s"], exact["s"]
+    assert s["sample_every"] == 10 and "sample_every" not in e
+    assert s["count"] == e["count"] == 50_000 and s["mean"] == pytest.approx(x.mean())
+    assert e["quantiles"]["0.5"] == pytest.approx(np.quantile(x, 0.5))
+    for q in ("0.1", "0.5", "0.9"):
+        assert s["quantiles"][q] == pytest.approx(e["quantiles"][q], rel=0.05)
+    h = s["histogram"]
+    assert sum(h["counts"]) + h["below"] + h["above"] == 50_000
+    assert sampled["n"]["nulls"] == 49_000 and sampled["n"]["histogram"]["counts"] == [1_000]
+
+
 def test_report_command_and_html_in_chromium(quickstart_run, tmp_path, capsys):
     html = tmp_path / "report.html"
     assert main(["report", str(quickstart_run), "--html", str(html)]) == 0
@@ -186,3 +232,41 @@ def test_plugin_from_entry_point(ray_session, tmp_path, corpus_dir, monkeypatch)
     (tmp_path / "job.yaml").write_text(f"inputs: [{corpus_dir / 'reuters-tm.parquet'}]\nstages:\n  - use: vowels\n    keep: default\n")
     summary = run_job(load_job(tmp_path / "job.yaml", output=str(tmp_path / "run")), progress=False)
     assert summary["conservation"]["holds"] and "ep_vowels" in sys.modules
+
+
+THREADS_PLUGIN = '''
+import pyarrow as pa
+from scorers import Scorer
+
+
+class Threads(Scorer):
+    """Records the library thread pools a worker gives a stage."""
+    name = "threads"
+
+    def __init__(self, suffix: str = ""):
+        self.suffix = suffix
+        self.columns = {f"polars_threads{suffix}": pa.int64(), f"torch_threads{suffix}": pa.int64()}
+
+    def setup(self):
+        import torch  # noqa: F401 - a model stage imports torch in setup()
+
+    def score(self, batch):
+        import polars as pl
+        import torch
+        n = batch.num_rows
+        return {f"polars_threads{self.suffix}": pa.array([pl.thread_pool_size()] * n, pa.int64()),
+                f"torch_threads{self.suffix}": pa.array([torch.get_num_threads()] * n, pa.int64())}
+'''
+
+
+def test_workers_get_one_library_thread_per_cpu(ray_session, tmp_path, corpus_dir):
+    """No oversubscription: a 1-CPU stage runs polars and torch on one thread, a 2-CPU stage gets 2."""
+    (tmp_path / "my_threads.py").write_text(THREADS_PLUGIN)
+    (tmp_path / "job.yaml").write_text(
+        f"inputs: [{corpus_dir / 'reuters-tm.parquet'}]\nstages:\n  - class: my_threads:Threads\n"
+        f"  - class: my_threads:Threads\n    name: threads2\n    params: {{suffix: _2}}\n    resources: {{cpus: 2}}\n")
+    summary = run_job(load_job(tmp_path / "job.yaml", output=str(tmp_path / "run")), progress=False)
+    assert summary["conservation"]["holds"]
+    cur = pl.read_parquet(tmp_path / "run" / "curated")
+    assert cur["polars_threads"].unique().to_list() == [1] and cur["torch_threads"].unique().to_list() == [1]
+    assert cur["torch_threads_2"].unique().to_list() == [2]
