@@ -30,11 +30,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+from _corpus import corpus_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-CORPUS = (REPO / ".." / "shared" / "corpus").resolve()
 OUT = REPO / "benchmarks" / "_out"
 N = 13
 WORD = re.compile(r"\w+")
@@ -42,8 +41,7 @@ WORD = re.compile(r"\w+")
 
 def load(mb: float, seed: int = 0) -> tuple[pa.Table, pa.Table]:
     """A sample of about `mb` MB of corpus text, and the rest of the corpus (for clean eval items)."""
-    tabs = [pq.read_table(f, columns=["id", "text"]) for f in sorted(CORPUS.glob("*.parquet"))]
-    t = pa.concat_tables(tabs).cast(pa.schema([("id", pa.string()), ("text", pa.large_string())]))
+    t = corpus_table(["id", "text"]).cast(pa.schema([("id", pa.string()), ("text", pa.large_string())]))
     ids = pc.binary_join_element_wise(t["id"], pa.array(np.arange(t.num_rows).astype(str)), "#")
     t = t.set_column(0, "id", ids)
     order = np.random.default_rng(seed).permutation(t.num_rows)

@@ -20,11 +20,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+from _corpus import corpus_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-CORPUS = (REPO / ".." / "shared" / "corpus").resolve()
 OUT = REPO / "benchmarks" / "_out"
 
 
@@ -37,7 +36,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=6000)
     ap.add_argument("--batch", type=int, default=1000)
     args = ap.parse_args()
-    t = pa.concat_tables([pq.read_table(f, columns=["id", "text"]) for f in sorted(CORPUS.glob("*.parquet"))])
+    t = corpus_table(["id", "text"])
     idx = np.sort(np.random.default_rng(0).choice(t.num_rows, min(args.docs, t.num_rows), replace=False))
     t = t.take(pa.array(idx))
     stage = LangIdScorer()

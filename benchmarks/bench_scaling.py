@@ -28,8 +28,9 @@ from pathlib import Path
 import polars as pl
 import psutil
 
+from _corpus import corpus_table
+
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / ".." / "shared" / "corpus"
 BIN = REPO / ".venv" / "bin"
 DOCS_PER_SHARD = 6000
 PORT = 6405
@@ -50,8 +51,7 @@ stages:
 
 
 def make_input(folder: Path, n_docs: int) -> float:
-    frames = [pl.read_parquet(f) for f in sorted(CORPUS.glob("*.parquet"))]
-    df = pl.concat(frames).filter(pl.col("text").str.len_bytes() < 50_000)
+    df = pl.from_arrow(corpus_table()).filter(pl.col("text").str.len_bytes() < 50_000)
     df = df.sample(min(n_docs, df.height), seed=3, shuffle=True)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(0, df.height, DOCS_PER_SHARD):

@@ -27,7 +27,7 @@ from pipeline.apply import BatchStats, apply_stage, live_mask
 from pipeline.readers import Quarantine, ReadStats, file_tag, read_file
 from pipeline.rules import compile_rules
 from pipeline.manifest import Manifest, pending_units
-from pipeline.writers import write_atomic, write_stream
+from pipeline.writers import merge_summaries, write_atomic, write_stream
 
 log = logging.getLogger("tamis")
 RETRIES = 4  # Ray task retries / actor restarts per stage: a killed worker process loses nothing
@@ -463,24 +463,37 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
         ctx = {"run_dir": str(run_dir), "stream": stream, "unit_col": unit_col}
         for p in scorers:
             ds = _map_stage(ds, p, stats, "score", None, ctx)
+        pad: tuple = ()
         if last:
             target = "final"
         else:
             target = str(run_dir / "_work" / f"seg-{s + 1:02d}-{streams[s + 1][0].name}")
             Path(target).mkdir(parents=True, exist_ok=True)
+            pad = _later_columns([p for h, sc in streams[s + 1:] for p in (h, *sc)])
         if todo:
             _drain(ds.map_batches(write_stream, fn_args=(str(run_dir), stream, unit_col, target, text_field,
-                                                         id_field), batch_format="pyarrow",
+                                                         id_field, pad), batch_format="pyarrow",
                                   max_retries=RETRIES),
                    progress, "curate" if last else f"to {streams[s + 1][0].name}", tqdm)
         if not last:
             units = sorted(f for e in Manifest(run_dir, stream).entries() for f in e["files"]
                            if f.startswith(target))
     read_stats = [json.loads(f.read_text()) for f in sorted((run_dir / "_work" / "read").glob("*.json"))]
-    summary = Manifest(run_dir, f"stream-{len(streams) - 1:02d}").summary()
+    parts = [Manifest(run_dir, f"stream-{s:02d}").summary() for s in range(len(streams))]
+    parts = [p for p in parts if p is not None]
+    summary = merge_summaries(parts) if parts else None
     return {"stage_stats": {k: v.__dict__ for k, v in ray.get(stats.get.remote()).items()},
             "fit_reports": fit_reports, "read_stats": read_stats,
             "summary": summary}
+
+
+def _later_columns(stages) -> tuple:
+    """(name, type) of the columns the given stages add, in the order they add them."""
+    cols: dict = {}
+    for p in stages:
+        for c, t in p.stage.output_columns().items():
+            cols.setdefault(c, t)
+    return tuple(cols.items())
 
 
 def _rows(parquet_file: str) -> int:

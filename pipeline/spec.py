@@ -165,7 +165,6 @@ def _check_packages(cls: type[Stage], where: str) -> None:
 def plan_stages(spec: JobSpec, source: str) -> list[PlannedStage]:
     planned: list[PlannedStage] = []
     produced: dict[str, str] = {}
-    later_outputs: dict[str, str] = {}
     seen: set[str] = set()
     for i, st in enumerate(spec.stages):
         where = f"{source}: stages[{i}]"

@@ -92,10 +92,13 @@ def _final_files(batch: pa.Table, run_dir: str, name: str, text_field: str, id_f
 
 
 def write_stream(batch: pa.Table, run_dir: str, stream: str, unit_col: str, target: str,
-                 text_field: str, id_field: str | None) -> pa.Table:
+                 text_field: str, id_field: str | None, pad: tuple = ()) -> pa.Table:
     """Sink of a stream: per input unit in the batch, write its rows and record a manifest entry.
 
-    `target` is "final" (curated/ + rejected/) or a segment folder before a global stage.
+    `target` is "final" (curated/ + rejected/) or a segment folder before a global stage. Rows that
+    are already rejected skip the segment: they go to rejected/ now, with typed null columns `pad`
+    ((name, type) of every later stage's output) so that all of rejected/ shares one schema, and only
+    live rows are written again and again through the global stages.
     """
     from pipeline.manifest import Manifest
     from pipeline.readers import file_tag
@@ -112,8 +115,19 @@ def write_stream(batch: pa.Table, run_dir: str, stream: str, unit_col: str, targ
         if target == "final":
             files = _final_files(part, run_dir, name, text_field, id_field)
             manifest.record(unit, key, part.num_rows, files, summarize(part))
-        else:
+            continue
+        live = live_mask(part)
+        files, summary, alive = [], None, part
+        if part.num_rows and not pc.all(live).as_py():
+            dead = part.filter(pc.invert(live))
+            for col, typ in pad:
+                if col not in dead.column_names:
+                    dead = dead.append_column(col, pa.nulls(dead.num_rows, typ))
+            files, summary = _final_files(dead, run_dir, name, text_field, id_field), summarize(dead)
+            alive = part.filter(live)
+        if alive.num_rows:
             path = Path(target) / name
-            write_atomic(part, path, compression="lz4")
-            manifest.record(unit, key, part.num_rows, [str(path)])
+            write_atomic(alive, path, compression="lz4")
+            files.append(str(path))
+        manifest.record(unit, key, part.num_rows, files, summary)
     return pa.table({"rows": [batch.num_rows]})

@@ -33,3 +33,14 @@ def ray_session():
     ray_runner.init_ray(address=None, num_cpus=2, object_store_memory=512 * 1024**2)
     yield
     ray_runner.shutdown_ray()
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread in this process: on a shared 2-core machine two spinning threads are slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -49,12 +49,15 @@ def add_parser(sub) -> None:
 
 
 def runtime_env(pip: list[str], ship_code: bool) -> dict:
-    """Working dir = the current folder (job file, relative inputs); tamis's packages as py_modules."""
+    """Working dir = the current folder (job file, relative inputs); tamis's packages as py_modules;
+    one library thread per Ray CPU (`ray_runner.THREAD_VARS`, or the values set here)."""
     import mixers
     import pipeline
     import scorers
+    from pipeline.ray_runner import THREAD_VARS
 
-    env: dict = {"working_dir": str(Path.cwd()), "excludes": EXCLUDES}
+    env: dict = {"working_dir": str(Path.cwd()), "excludes": EXCLUDES,
+                 "env_vars": {k: os.environ.get(k, "1") for k in THREAD_VARS}}
     if ship_code:
         env["py_modules"] = [str(Path(m.__file__).parent) for m in (pipeline, scorers, mixers)]
     if pip:

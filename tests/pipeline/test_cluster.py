@@ -98,3 +98,12 @@ def test_stop_a_running_job(cluster, shard_job, tmp_path, monkeypatch, capsys):
     assert main(["stop", job_id, "--address", ADDRESS]) == 0
     state = capsys.readouterr().out
     assert "STOPPED" in state or "SUCCEEDED" in state
+
+
+def test_submitted_jobs_get_one_library_thread(monkeypatch):
+    from pipeline.commands.cluster import runtime_env
+
+    monkeypatch.delenv("POLARS_MAX_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    env = runtime_env([], ship_code=True)["env_vars"]
+    assert env["POLARS_MAX_THREADS"] == "1" and env["OMP_NUM_THREADS"] == "4"

@@ -83,6 +83,21 @@ def test_report_figures_match_the_outputs(quickstart_run):
             assert sum(h["counts"]) + h["below"] + h["above"] == v.len()
 
 
+def test_rejected_rows_leave_before_global_stages(quickstart_run):
+    """Rows rejected by scorers go to rejected/ at once (not through every global stage's segment),
+    and all of rejected/ still shares one schema: the curated columns plus the reject columns."""
+    import json
+
+    run = quickstart_run
+    _, stages = load_reports(run)
+    rej, cur = pl.read_parquet(run / "rejected"), pl.read_parquet(run / "curated")
+    assert [c for c in rej.columns if c not in ("reject_stage", "reject_reason")] == cur.columns
+    early = rej.filter(pl.col("reject_stage") == "gopher_quality")
+    assert early.height and early["id_first_seen"].is_null().all() and early["exact_duplicate"].is_null().all()
+    seg_rows = sum(json.loads(f.read_text())["rows"] for f in (run / "_work" / "manifest" / "stream-01").glob("*.json"))
+    assert seg_rows == stages[2]["rows_out"] < stages[0]["rows_in"]  # live rows only entered unique_ids
+
+
 def test_score_stats_sample_beyond_limit(monkeypatch):
     """Past SAMPLE_ROWS, quantiles come from every k-th row; counts, means and histograms stay exact."""
     import numpy as np

@@ -17,12 +17,7 @@ from scorers.train_lm import (INFO_FILE, expand_inputs, read_texts, token_stream
 TINY = dict(steps=40, layers=1, d_model=32, heads=2, seq_len=32, vocab_size=400, batch_size=8, lr=5e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
