@@ -20,13 +20,21 @@ ADDRESS = f"http://127.0.0.1:{DASHBOARD_PORT}"
 
 
 def _kill_cluster(temp_dir: str) -> None:
-    """Stop only this test's Ray processes (plain `ray stop` would also stop the test session's Ray)."""
+    """Stop only this test's Ray processes and their descendants (plain `ray stop` would also stop
+    the test session's Ray; killing only the matches would orphan the dashboard agents)."""
+    procs = {}
     for proc in psutil.process_iter(["cmdline"]):
         try:
             if any(temp_dir in part or f"{GCS_PORT}" == part.split(":")[-1] for part in proc.info["cmdline"] or []):
-                proc.kill()
+                procs.update({p.pid: p for p in (proc, *proc.children(recursive=True))})
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
+    for proc in procs.values():
+        try:
+            proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    psutil.wait_procs(list(procs.values()), timeout=10)
 
 
 @pytest.fixture(scope="module")
