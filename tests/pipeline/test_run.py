@@ -225,14 +225,19 @@ class VowelShare(Scorer):
 '''
 
 
-def test_plugin_scorer_outside_package(ray_session, tmp_path, corpus_dir):
-    (tmp_path / "my_vowels.py").write_text(PLUGIN)
-    (tmp_path / "job.yaml").write_text(
-        f"inputs: [{corpus_dir / 'reuters-tm.parquet'}]\nstages:\n  - class: my_vowels:VowelShare\n"
-        f"    params: {{letters: aeiouy}}\n    keep: default\n  - use: filter\n    keep: {{no_x: \"vowels_share < 0.9\"}}\n")
+def run_plugin(tmp_path: Path, corpus_dir: Path, module: str, code: str, stages: str) -> tuple[dict, pl.DataFrame]:
+    """Write plug-in `module` beside a job over reuters-tm with `stages` (YAML), run it, read curated/."""
+    (tmp_path / f"{module}.py").write_text(code)
+    (tmp_path / "job.yaml").write_text(f"inputs: [{corpus_dir / 'reuters-tm.parquet'}]\nstages:\n{stages}")
     summary = run_job(load_job(tmp_path / "job.yaml", output=str(tmp_path / "run")), progress=False)
     assert summary["rows_read"] == 81 and summary["conservation"]["holds"]
-    cur = pl.read_parquet(tmp_path / "run" / "curated")
+    return summary, pl.read_parquet(tmp_path / "run" / "curated")
+
+
+def test_plugin_scorer_outside_package(ray_session, tmp_path, corpus_dir):
+    _, cur = run_plugin(tmp_path, corpus_dir, "my_vowels", PLUGIN,
+                        "  - class: my_vowels:VowelShare\n    params: {letters: aeiouy}\n    keep: default\n"
+                        "  - use: filter\n    keep: {no_x: \"vowels_share < 0.9\"}\n")
     assert cur["vowels_share"].min() >= 0.2 and cur["vowels_share"].max() < 0.9
 
 
@@ -276,12 +281,8 @@ class Threads(Scorer):
 
 def test_workers_get_one_library_thread_per_cpu(ray_session, tmp_path, corpus_dir):
     """No oversubscription: a 1-CPU stage runs polars and torch on one thread, a 2-CPU stage gets 2."""
-    (tmp_path / "my_threads.py").write_text(THREADS_PLUGIN)
-    (tmp_path / "job.yaml").write_text(
-        f"inputs: [{corpus_dir / 'reuters-tm.parquet'}]\nstages:\n  - class: my_threads:Threads\n"
-        f"  - class: my_threads:Threads\n    name: threads2\n    params: {{suffix: _2}}\n    resources: {{cpus: 2}}\n")
-    summary = run_job(load_job(tmp_path / "job.yaml", output=str(tmp_path / "run")), progress=False)
-    assert summary["conservation"]["holds"]
-    cur = pl.read_parquet(tmp_path / "run" / "curated")
+    _, cur = run_plugin(tmp_path, corpus_dir, "my_threads", THREADS_PLUGIN,
+                        "  - class: my_threads:Threads\n  - class: my_threads:Threads\n    name: threads2\n"
+                        "    params: {suffix: _2}\n    resources: {cpus: 2}\n")
     assert cur["polars_threads"].unique().to_list() == [1] and cur["torch_threads"].unique().to_list() == [1]
     assert cur["torch_threads_2"].unique().to_list() == [2]
