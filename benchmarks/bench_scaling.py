@@ -11,7 +11,9 @@ Input: shared-corpus documents in shards of 6,000 (1x = `--docs`, 4x = 4 * `--do
   - cluster: the job joins a running cluster (`tamis run --address`), as jobs do on a real cluster;
     one warm-up run, then the median of `--repeats` runs of each input; the two sizes split the wall
     time into a fixed part and a per-document part;
-  - embedded: one cold `tamis run` that starts its own Ray (start-up included).
+  - embedded: one cold `tamis run` that starts its own Ray (start-up included);
+  - ceiling: the same scorers without Ray on the 4x shards, one process on one core vs two processes
+    on two cores (half the shards each): what this machine allows for the work itself.
 
     .venv/bin/python benchmarks/bench_scaling.py [--docs 24000] [--repeats 2]
 """
@@ -135,7 +137,46 @@ def kill_tree(match) -> None:
     psutil.wait_procs(list(procs.values()), timeout=10)
 
 
+def score_files(folder: str, part: int, parts: int) -> None:
+    """The scorers of the job without Ray on every `parts`-th shard from `part`; prints seconds."""
+    import importlib
+
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(REPO))
+    from pipeline.apply import apply_stage
+    from pipeline.rules import compile_rules
+    from scorers import REGISTRY
+
+    stages = []
+    for name in ("signals", "gopher_quality", "gopher_repetition"):
+        mod, cls = REGISTRY[name].split(":")
+        st = getattr(importlib.import_module(mod), cls)()
+        stages.append((name, st, compile_rules(st.default_rules()) if name != "signals" else []))
+    t0 = time.perf_counter()
+    for f in sorted(Path(folder).glob("*.parquet"))[part::parts]:
+        batch = pq.read_table(f)
+        for name, st, rules in stages:
+            batch, _ = apply_stage(batch, name, st, rules, st.score)
+    print(f"{time.perf_counter() - t0:.3f}")
+
+
+def ceiling(folder: Path) -> tuple[float, float]:
+    """The same scoring without Ray: one process on one core vs two processes on two cores (halves)."""
+    env = {**os.environ, "POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+    def start(core: int, part: int, parts: int):
+        return subprocess.Popen(["taskset", "-c", str(core), sys.executable, __file__, "--score-part",
+                                 str(folder), str(part), str(parts)], stdout=subprocess.PIPE, env=env)
+    one = float(start(0, 0, 1).communicate()[0])
+    procs = [start(c, c, 2) for c in (0, 1)]
+    two = max(float(p.communicate()[0]) for p in procs)
+    return one, two
+
+
 def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--score-part":
+        return score_files(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=24000, help="documents in the 1x input (4x is four times)")
     ap.add_argument("--repeats", type=int, default=2)
@@ -166,6 +207,9 @@ def main() -> None:
                       f" s (median {med[c][k]:.1f})")
         for k in sizes:
             print(f"cluster speed-up 2 CPUs vs 1 CPU, {k}x input: {med[1][k] / med[2][k]:.2f}x  (target >= 1.8)")
+        one, two = ceiling(tmp / "x4")
+        print(f"ceiling, the scorers without Ray on the 4x input: 1 core {one:.1f} s, 2 cores {two:.1f} s "
+              f"-> {one / two:.2f}x")
         per_doc = {c: (med[c][8] - med[c][4]) / (sizes[8] - sizes[4]) for c in hot}
         fixed = {c: med[c][4] - per_doc[c] * sizes[4] for c in hot}
         print(f"wall = fixed + per-document: 1 CPU {fixed[1]:.1f} s + {1e3 * per_doc[1]:.3f} ms/doc, "
