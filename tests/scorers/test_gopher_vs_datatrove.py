@@ -6,8 +6,6 @@ splits English words with `spacy.blank("en")`, which needs no model download.
 """
 from __future__ import annotations
 
-import random
-import string
 
 import polars as pl
 import pyarrow as pa
@@ -17,6 +15,7 @@ from pipeline.rules import compile_rules, first_failure
 from scorers._words import split_words
 from scorers.gopher_quality import GopherQualityScorer
 from scorers.gopher_repetition import GopherRepetitionScorer
+from test_gopher_repetition import synthetic  # the same generator (tests/scorers is on sys.path)
 
 datatrove = pytest.importorskip("datatrove")
 pytest.importorskip("spacy")
@@ -28,22 +27,6 @@ PROSE = (
     "Several speakers asked for more money to be spent on books for children, while others wanted to "
     "repair the old roof before winter. After a long debate, the chair proposed a compromise with both."
 )
-
-
-def synthetic(seed: int) -> str:
-    """Same generator as test_gopher_repetition: filler words around a segment repeated 2-4 times."""
-    rnd = random.Random(seed)
-
-    def word(lo, hi):
-        return "".join(rnd.choice(string.ascii_lowercase) for _ in range(rnd.randint(lo, hi)))
-
-    seg = [word(3, 12) for _ in range(rnd.randint(3, 12))]
-    k, nfill = rnd.randint(2, 4), rnd.randint(5, 80)
-    parts = []
-    for _ in range(k):
-        parts += [word(3, 9) for _ in range(rnd.randint(0, nfill // k + 1))] + seg
-    parts += [word(3, 9) for _ in range(rnd.randint(0, nfill))]
-    return " ".join(parts)
 
 
 def sample(corpus_dir) -> pl.DataFrame:
