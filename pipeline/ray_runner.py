@@ -352,8 +352,13 @@ def _read_segments(files: list[str], columns: list[str] | None = None, paths: bo
 
     size = sum(os.path.getsize(f) for f in files)
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    tasks = min(len(files), max(2 * cpus, -(-size // SEGMENT_TASK_BYTES))) or 1
-    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=tasks)
+    return _over_files(files, read, min(len(files), max(2 * cpus, -(-size // SEGMENT_TASK_BYTES))))
+
+
+def _over_files(files: list[str], read, tasks: int):
+    """A dataset of `tasks` read tasks, each calling generator `read` on its share of `files` (a
+    table with a `path` column)."""
+    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=max(1, tasks))
     return ds.map_batches(read, batch_size=None, batch_format="pyarrow", max_retries=RETRIES)
 
 
@@ -443,18 +448,17 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
         manifest = Manifest(run_dir, stream)
         if s == 0:
             todo = pending_units(manifest, _read_expected(run_dir, inputs))
-            ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=max(1, len(todo)))
-            ds = ds.map_batches(_read_shard_fn(str(run_dir), text_field, id_field, spec.read.batch_rows,
-                                               spec.read.max_line_bytes), batch_size=1,
-                                batch_format="pyarrow", max_retries=RETRIES)
+            ds = _over_files(todo, _read_shard_fn(str(run_dir), text_field, id_field, spec.read.batch_rows,
+                                                  spec.read.max_line_bytes), len(todo))
             unit_col = "input_file"
         else:
             seg = run_dir / "_work" / f"seg-{s:02d}-{head.name}"
             files = sorted(units)
             if not files:
                 break
-            fit_reports[head.name] = _fit_global(head, files, seg, sum(_rows(f) for f in files))
-            todo = pending_units(manifest, {f: _rows(f) for f in files})
+            rows = {f: _rows(f) for f in files}
+            fit_reports[head.name] = _fit_global(head, files, seg, sum(rows.values()))
+            todo = pending_units(manifest, rows)
             ref = _decisions_ref(head)
             ds = _read_segments(todo or files[:1], paths=True)
             unit_col = "path"
