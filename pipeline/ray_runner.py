@@ -5,7 +5,8 @@ Shape of a run: read shards (one task per input file, streaming batches) -> per-
 stream is written to `_work/seg-K/`, the stage fits over a `RayData` view of the live rows, its
 decisions are joined back by `id` and its `transform` runs per batch -> one final write of curated and
 rejected Parquet that returns small per-batch summaries, which the driver sums while a progress bar
-shows rows/s.
+shows rows/s. Consecutive global stages share one segment: each fits over the view with the earlier
+ones' transforms applied, so the data is written and read once for all of them.
 """
 from __future__ import annotations
 
@@ -165,7 +166,8 @@ def _rules(items: tuple) -> list:
     return compile_rules(dict(items))
 
 
-_DECISIONS: dict[str, pa.Table] = {}
+_DECISIONS: dict[str, pa.Table] = {}  # per worker: the decisions of the last few global stages
+_DECISIONS_KEPT = 4
 
 
 def _join_key(table: pa.Table, keys: tuple[str, ...]) -> pa.Array:
@@ -226,7 +228,8 @@ class _StageUDF:
             if self.decisions_ref is not None:
                 key = self.decisions_ref.hex()
                 if key not in _DECISIONS:
-                    _DECISIONS.clear()
+                    while len(_DECISIONS) >= _DECISIONS_KEPT:
+                        _DECISIONS.pop(next(iter(_DECISIONS)))
                     _DECISIONS[key] = ray.get(self.decisions_ref)
                 batch = _join_decisions(batch, _DECISIONS[key], self.stage.join_on)
             compute = _transform_fn(self.stage)
@@ -234,8 +237,9 @@ class _StageUDF:
         drop = [c for c in out.column_names if c.startswith("_dec_")]
         if drop:
             out = out.drop_columns(drop)
-        st.extra = {f"node:{ray.get_runtime_context().get_node_id()[:12]}": 1}
-        self.stats.add.remote(self.name, st)
+        if self.stats is not None:
+            st.extra = {f"node:{ray.get_runtime_context().get_node_id()[:12]}": 1}
+            self.stats.add.remote(self.name, st)
         return out
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -255,8 +259,9 @@ class _StageUDF:
                 parts = [self._bisect(batch.slice(0, half)), self._bisect(batch.slice(half))]
                 parts = [p for p in parts if p.num_rows] or parts[:1]
                 return pa.concat_tables(parts, promote_options="permissive")
-            quarantine_batch(batch, f"stage {self.name!r} failed: {type(e).__name__}: {e}", self.ctx)
-            self.stats.add.remote(self.name, BatchStats(extra={"quarantined_rows": batch.num_rows}))
+            if self.stats is not None:  # else a fit's view: the row is left out, its stream quarantines it
+                quarantine_batch(batch, f"stage {self.name!r} failed: {type(e).__name__}: {e}", self.ctx)
+                self.stats.add.remote(self.name, BatchStats(extra={"quarantined_rows": batch.num_rows}))
             return batch.slice(0, 0)
 
 
@@ -378,14 +383,17 @@ def _missing_columns(ds_schema_names: list[str], requires, name: str) -> None:
 
 
 # ---------------------------------------------------------------- the run
-def _streams(stages) -> list[tuple[object | None, list]]:
-    """Split the stage list at global stages: [(None, scorers), (global, scorers after it), ...]."""
-    out: list[tuple[object | None, list]] = [(None, [])]
+def _streams(stages) -> list[tuple[list, list]]:
+    """Split the stage list at global stages: [([], scorers), ([global, ...], scorers after them), ...];
+    consecutive global stages head one stream together."""
+    out: list[tuple[list, list]] = [([], [])]
     for p in stages:
-        if p.is_global:
-            out.append((p, []))
-        else:
+        if not p.is_global:
             out[-1][1].append(p)
+        elif out[-1][0] and not out[-1][1]:
+            out[-1][0].append(p)
+        else:
+            out.append(([p], []))
     return out
 
 
@@ -397,26 +405,53 @@ def _read_expected(run_dir: Path, files: list[str]) -> dict[str, int | None]:
     return out
 
 
-def _fit_global(planned, files: list[str], seg: Path, progress_rows: int) -> dict:
-    """Fit a global stage over the live rows of a segment, or load the fit a killed run saved."""
+def _requires(planned) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*planned.stage.required_columns(),
+                                *[c for c in planned.stage.join_on if c != "id"])))
+
+
+LOCAL_FIT_ROWS = 20_000  # segments up to this many rows are fitted on the driver (LocalData)
+
+
+def _reads(planned) -> tuple[str, ...]:
+    """The segment columns a global stage's transform and keep rules read."""
+    rule_cols = [c for r in _rules(tuple(planned.rules.items())) for c in sorted(r.columns)]
+    return tuple(dict.fromkeys((*_requires(planned), *rule_cols)))
+
+
+def _fit_global(planned, files: list[str], seg: Path, progress_rows: int, before: list) -> dict:
+    """Fit a global stage over the live rows of a segment, after the transforms of the global stages
+    `before` it in the same stream ([(planned, decisions ref)]), or load the fit a killed run saved."""
     import pickle
 
-    saved = seg / "stage.pkl"
+    import pyarrow.parquet as pq
+
+    saved = seg / f"{planned.name}.pkl"
     if saved.is_file():
         with open(saved, "rb") as fh:
             planned.stage, report = pickle.load(fh)
         return report
     t0, c0 = time.perf_counter(), time.process_time()
-    requires = tuple(dict.fromkeys((*planned.stage.required_columns(),
-                                    *[c for c in planned.stage.join_on if c != "id"])))
-    import pyarrow.parquet as pq
-
-    _missing_columns(pq.read_schema(files[0]).names, requires, planned.name)
-    needed = list(dict.fromkeys(["id", "reject_stage", *requires]))
-    view = _read_segments(files, needed)
-    planned.stage.fit(RayData(view.map_batches(_segment_live(requires), batch_format="pyarrow"), progress_rows))
+    requires = _requires(planned)
+    have = pq.read_schema(files[0]).names
+    _missing_columns([*have, *[c for p, _ in before for c in p.stage.output_columns()]], requires, planned.name)
+    earlier = [c for p, _ in before for c in _reads(p)]
+    cols = [c for c in dict.fromkeys(["id", "reject_stage", *earlier, *requires]) if c in have]
+    local = progress_rows <= LOCAL_FIT_ROWS
+    if local:  # read and fit in place: a Ray Data pass costs more than the work
+        from pipeline.data import LocalData
+        table = pa.concat_tables([pq.read_table(f, columns=cols) for f in files], promote_options="permissive")
+        for p, ref in before:
+            table = _StageUDF(p.name, p.stage, p.rules, None, "transform", ref)(table)
+        data = LocalData(_segment_live(requires)(table))
+    else:
+        view = _read_segments(files, cols)
+        for p, ref in before:
+            view = _map_stage(view, p, None, "transform", ref)
+        data = RayData(view.map_batches(_segment_live(requires), batch_format="pyarrow"), progress_rows)
+    planned.stage.fit(data)
     report = {"fit_wall_s": time.perf_counter() - t0, "fit_driver_cpu_s": time.process_time() - c0,
-              "rows_at_fit": progress_rows, **(planned.stage.report() or {})}
+              "rows_at_fit": progress_rows, "fit_on": "driver" if local else "ray", **(planned.stage.report() or {})}
     tmp = seg / ".stage.pkl.tmp"
     with open(tmp, "wb") as fh:
         pickle.dump((planned.stage, report), fh)
@@ -442,7 +477,7 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
     fit_reports: dict[str, dict] = {}
     streams = _streams(job.stages)
     units: list[str] = inputs
-    for s, (head, scorers) in enumerate(streams):
+    for s, (heads, scorers) in enumerate(streams):
         last = s == len(streams) - 1
         stream = f"stream-{s:02d}"
         manifest = Manifest(run_dir, stream)
@@ -452,18 +487,21 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
                                                   spec.read.max_line_bytes), len(todo))
             unit_col = "input_file"
         else:
-            seg = run_dir / "_work" / f"seg-{s:02d}-{head.name}"
+            seg = run_dir / "_work" / f"seg-{s:02d}-{heads[0].name}"
             files = sorted(units)
             if not files:
                 break
             rows = {f: _rows(f) for f in files}
-            fit_reports[head.name] = _fit_global(head, files, seg, sum(rows.values()))
+            fitted: list = []
+            for head in heads:
+                fit_reports[head.name] = _fit_global(head, files, seg, sum(rows.values()), fitted)
+                fitted.append((head, _decisions_ref(head)))
             todo = pending_units(manifest, rows)
-            ref = _decisions_ref(head)
             ds = _read_segments(todo or files[:1], paths=True)
             unit_col = "path"
             ctx = {"run_dir": str(run_dir), "stream": stream, "unit_col": unit_col}
-            ds = _map_stage(ds, head, stats, "transform", ref, ctx)
+            for head, ref in fitted:
+                ds = _map_stage(ds, head, stats, "transform", ref, ctx)
         ctx = {"run_dir": str(run_dir), "stream": stream, "unit_col": unit_col}
         for p in scorers:
             ds = _map_stage(ds, p, stats, "score", None, ctx)
@@ -471,14 +509,14 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
         if last:
             target = "final"
         else:
-            target = str(run_dir / "_work" / f"seg-{s + 1:02d}-{streams[s + 1][0].name}")
+            target = str(run_dir / "_work" / f"seg-{s + 1:02d}-{streams[s + 1][0][0].name}")
             Path(target).mkdir(parents=True, exist_ok=True)
-            pad = _later_columns([p for h, sc in streams[s + 1:] for p in (h, *sc)])
+            pad = _later_columns([p for hs, sc in streams[s + 1:] for p in (*hs, *sc)])
         if todo:
             _drain(ds.map_batches(write_stream, fn_args=(str(run_dir), stream, unit_col, target, text_field,
                                                          id_field, pad), batch_format="pyarrow",
                                   max_retries=RETRIES),
-                   progress, "curate" if last else f"to {streams[s + 1][0].name}", tqdm)
+                   progress, "curate" if last else f"to {streams[s + 1][0][0].name}", tqdm)
         if not last:
             units = sorted(f for e in Manifest(run_dir, stream).entries() for f in e["files"]
                            if f.startswith(target))

@@ -18,6 +18,7 @@ QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 N_BINS = 30
 N_EXAMPLES = 5
 SAMPLE_ROWS = 1_000_000
+IN_MEMORY_VALUES = 20_000_000  # score values (160 MB) up to which reports read the outputs once, into memory
 
 
 def _num(x):
@@ -68,7 +69,7 @@ def score_stats(lf: pl.LazyFrame, cols: list[str]) -> dict[str, dict]:
     if step > 1:
         sample = sample.with_row_index("_i").filter(pl.col("_i") % step == 0).drop("_i")
     sample = _collect(sample)
-    out = {}
+    out, bins = {}, {}
     for c in cols:
         st: dict = {"count": int(agg[f"count:{c}"]), "nulls": int(agg[f"nulls:{c}"])}
         out[c] = st
@@ -84,14 +85,20 @@ def score_stats(lf: pl.LazyFrame, cols: list[str]) -> dict[str, dict]:
             lo, hi = float(agg[f"min:{c}"]), float(agg[f"max:{c}"])
         if lo == hi:
             st["histogram"] = {"edges": [lo, hi], "counts": [st["count"]], "below": 0, "above": 0}
-            continue
-        width = (hi - lo) / N_BINS
-        b = (pl.when(v[c] < lo).then(-1).when(v[c] > hi).then(N_BINS)
-             .otherwise(((v[c] - lo) / width).floor().clip(0, N_BINS - 1)).cast(pl.Int64).alias("b"))
-        counts = dict(_collect(lf.select(b).drop_nulls().group_by("b").len()).iter_rows())
-        st["histogram"] = {"edges": [lo + i * width for i in range(N_BINS + 1)],
-                           "counts": [int(counts.get(i, 0)) for i in range(N_BINS)],
-                           "below": int(counts.get(-1, 0)), "above": int(counts.get(N_BINS, 0))}
+        else:
+            bins[c] = (lo, hi, (hi - lo) / N_BINS)
+    # every histogram in one streaming pass: bin numbers (-1 below, N_BINS above), unpivoted, counted
+    counts: dict = {}
+    if bins:
+        b = [pl.when(v[c] < lo).then(-1).when(v[c] > hi).then(N_BINS).otherwise(
+            ((v[c] - lo) / width).floor().clip(0, N_BINS - 1)).cast(pl.Int64).alias(c)
+             for c, (lo, hi, width) in bins.items()]
+        for c, k, n in _collect(lf.select(b).unpivot().drop_nulls().group_by("variable", "value").len()).iter_rows():
+            counts[(c, k)] = int(n)
+    for c, (lo, _, width) in bins.items():
+        out[c]["histogram"] = {"edges": [lo + i * width for i in range(N_BINS + 1)],
+                               "counts": [counts.get((c, i), 0) for i in range(N_BINS)],
+                               "below": counts.get((c, -1), 0), "above": counts.get((c, N_BINS), 0)}
     return out
 
 
@@ -131,6 +138,8 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
         p.name: [c for c, t in p.stage.output_columns().items() if _is_numeric(t)] for p in job.stages}
     all_cols = sorted({c for cols in score_cols.values() for c in cols})
     data = _outputs(run_dir, ["reject_stage", *all_cols])
+    if (curated + rejected) * (len(all_cols) + 1) <= IN_MEMORY_VALUES:  # one read, not three per stage
+        data = _collect(data).lazy()
     stage_stats = result["stage_stats"]
     stage_rows = []
     for k, p in enumerate(job.stages):

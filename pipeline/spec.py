@@ -95,6 +95,9 @@ class PlannedStage:
                 "resources": self.resources.__dict__}
 
 
+RUN_LAYOUT = 2  # 2: consecutive global stages share one stream (and one manifest folder)
+
+
 class Job:
     """A loaded, validated job: the spec, its input files and its planned stages."""
 
@@ -112,8 +115,9 @@ class Job:
         return path if path.is_absolute() else (Path.cwd() / path)
 
     def fingerprint(self) -> dict:
-        """What makes two runs of a job the same (used to refuse resuming a changed job)."""
-        return {"fields": self.spec.fields.model_dump(), "read": self.spec.read.model_dump(),
+        """What makes two runs of a job the same (used to refuse resuming a changed job). `layout`
+        names the run folder's layout: a folder an older tamis left half-done is not resumed."""
+        return {"layout": RUN_LAYOUT, "fields": self.spec.fields.model_dump(), "read": self.spec.read.model_dump(),
                 "inputs": [str(p) for p in self.input_files],
                 "stages": [s.to_dict() for s in self.stages]}
 

@@ -159,6 +159,7 @@ def bad_inputs(tmp_path_factory, corpus_dir):
     (d / "empty.jsonl").write_bytes(b"")
     with gzip.open(d / "b.jsonl.gz", "wb") as f:
         f.write(json.dumps({"id": "s0", "text": texts[15]}).encode() + b"\n")  # duplicate id in another file
+        f.write(json.dumps({"id": "s5", "text": texts[5]}).encode() + b"\n")  # a whole row twice
     pq.write_table(pa.table({"id": ["p1", "p2"], "body": ["no", "text column"]}), d / "c.parquet")
     return d
 
@@ -171,7 +172,7 @@ def test_bad_input_run_loses_nothing(ray_session, bad_inputs, tmp_path):
     summary = run_job(job, progress=False)
     run = tmp_path / "run"
     curated, rejected, q = ids_in(run / "curated"), ids_in(run / "rejected"), quarantined(run)
-    assert summary["rows_read"] == 20 == len(curated) + len(rejected) + q.height
+    assert summary["rows_read"] == 21 == len(curated) + len(rejected) + q.height
     assert summary["conservation"]["holds"] and summary["quarantined"] == q.height == 5
     errs = dict(zip(q["row"].to_list(), q["error"].to_list()))
     a_file = str((bad_inputs / "a.jsonl").resolve())
@@ -184,9 +185,34 @@ def test_bad_input_run_loses_nothing(ray_session, bad_inputs, tmp_path):
     assert reasons["empty"] == "empty" and reasons["z-case-variant"] == "exact_duplicate"
     assert rej.filter(pl.col("id") == "z-case-variant")["duplicate_of"].to_list() == ["s0"]
     dup_ids = rej.filter(pl.col("reject_reason") == "duplicate_id")
-    assert sorted(dup_ids["id"].to_list()) == ["s0", "s3"]
+    assert sorted(dup_ids["id"].to_list()) == ["s0", "s3", "s5"]
     assert all(":" in v and v.split(":")[0].endswith("a.jsonl") for v in dup_ids["id_first_seen"].to_list())
-    assert "huge" in curated
+    # exact_dedup is fitted after unique_ids in the same stream: it never saw the second s5, so the
+    # first one is not its "duplicate"
+    assert "huge" in curated and "s5" in curated
+    assert sorted(p.name for p in (run / "_work" / "manifest").iterdir()) == ["stream-00", "stream-01"]
+
+
+def test_global_fits_in_place_and_on_ray_agree(ray_session, bad_inputs, tmp_path, monkeypatch):
+    """Small segments are fitted on the driver, larger ones over Ray Data: the same decisions either way,
+    with the earlier global stage of the stream (unique_ids) applied before exact_dedup fits."""
+    from pipeline import ray_runner
+
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("stages:\n  - use: filter\n    keep: {empty: 'len(text) > 0'}\n"
+                        "  - use: exact_dedup\n    keep: default\n")
+    got = {}
+    for where, rows in (("driver", ray_runner.LOCAL_FIT_ROWS), ("ray", 0)):
+        monkeypatch.setattr(ray_runner, "LOCAL_FIT_ROWS", rows)
+        run = tmp_path / where
+        run_job(load_job(job_file, inputs=[str(bad_inputs)], output=str(run)), progress=False)
+        _, stages = load_reports(run)
+        assert [s["extra"]["fit_on"] for s in stages if s["kind"] == "global"] == [where, where]
+        rej = pl.concat([pl.read_parquet(f) for f in sorted((run / "rejected").glob("*.parquet"))],
+                        how="diagonal_relaxed").sort("id", "reject_reason")
+        got[where] = (ids_in(run / "curated"), rej.select("id", "reject_reason", "duplicate_of").rows())
+    assert got["driver"] == got["ray"]
+    assert "s5" in got["ray"][0] and ("z-case-variant", "exact_duplicate", "s0") in got["ray"][1]
 
 
 def test_changed_job_refused_without_restart(ray_session, bad_inputs, tmp_path):
