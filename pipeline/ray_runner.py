@@ -95,6 +95,7 @@ def map_tasks(fn: Callable, items: list, *, num_cpus: float = 1.0, num_gpus: flo
 
 # ---------------------------------------------------------------- Data over Ray
 LOCAL_GROUPBY_ROWS = 300_000
+LOCAL_FIT_ROWS = 20_000  # segments up to this many rows are fitted on the driver (LocalData)
 
 
 class RayData:
@@ -410,9 +411,6 @@ def _requires(planned) -> tuple[str, ...]:
                                 *[c for c in planned.stage.join_on if c != "id"])))
 
 
-LOCAL_FIT_ROWS = 20_000  # segments up to this many rows are fitted on the driver (LocalData)
-
-
 def _reads(planned) -> tuple[str, ...]:
     """The segment columns a global stage's transform and keep rules read."""
     rule_cols = [c for r in _rules(tuple(planned.rules.items())) for c in sorted(r.columns)]
@@ -452,7 +450,7 @@ def _fit_global(planned, files: list[str], seg: Path, progress_rows: int, before
     planned.stage.fit(data)
     report = {"fit_wall_s": time.perf_counter() - t0, "fit_driver_cpu_s": time.process_time() - c0,
               "rows_at_fit": progress_rows, "fit_on": "driver" if local else "ray", **(planned.stage.report() or {})}
-    tmp = seg / ".stage.pkl.tmp"
+    tmp = seg / f".{planned.name}.pkl.tmp"
     with open(tmp, "wb") as fh:
         pickle.dump((planned.stage, report), fh)
     os.replace(tmp, saved)
