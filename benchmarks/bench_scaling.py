@@ -15,7 +15,7 @@ Input: shared-corpus documents in shards of 6,000 (1x = `--docs`, 4x = 4 * `--do
   - ceiling: the same scorers without Ray on the 4x shards, one process on one core vs two processes
     on two cores (half the shards each): what this machine allows for the work itself.
 
-    .venv/bin/python benchmarks/bench_scaling.py [--docs 24000] [--repeats 2]
+    .venv/bin/python benchmarks/bench_scaling.py [--docs 24000] [--repeats 2] [--parts memory,embedded,cluster,ceiling]
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from _corpus import corpus_table
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
 DOCS_PER_SHARD = 6000
+PARTS = ("memory", "embedded", "cluster", "ceiling")
 PORT = 6405
 JOB = """name: scaling
 inputs: [{inp}]
@@ -94,13 +95,25 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     return wall, peak / 1e6
 
 
+def busy_seconds(cores: int) -> float:
+    """CPU seconds spent so far on cores 0..cores-1 by every process (user, nice, system, irq), from
+    /proc/stat: covers the Ray workers and actors, which are not the driver's children."""
+    busy = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *vals = line.split()
+        if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) < cores:
+            v = [int(x) for x in vals]
+            busy += v[0] + v[1] + v[2] + v[5] + v[6]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def pinned(cores: int) -> list[str]:
     return ["taskset", "-c", ",".join(str(c) for c in range(cores))]
 
 
-def cluster_walls(jobs: list[Path], cores: int, repeats: int, tmp: Path) -> list[list[float]]:
+def cluster_walls(jobs: list[Path], cores: int, repeats: int, tmp: Path) -> list[list[tuple[float, float]]]:
     """Start a Ray cluster pinned to `cores` cores, warm it up with the first job, then time each job
-    `repeats` times."""
+    `repeats` times: (wall seconds, CPU seconds spent on those cores)."""
     temp_dir = tmp / f"ray{cores}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "disabled"
@@ -109,9 +122,14 @@ def cluster_walls(jobs: list[Path], cores: int, repeats: int, tmp: Path) -> list
                     "--object-store-memory=400000000", f"--temp-dir={temp_dir}"],
                    check=True, env=env, capture_output=True)
     try:
-        def run(job: Path) -> float:
-            return timed([*pinned(cores), str(BIN / "tamis"), "run", str(job), "--address", f"127.0.0.1:{PORT}",
+        def run(job: Path) -> tuple[float, float]:
+            busy = busy_seconds(cores)
+            wall = timed([*pinned(cores), str(BIN / "tamis"), "run", str(job), "--address", f"127.0.0.1:{PORT}",
                           "--no-progress", "--restart"], env)[0]
+            cpu = busy_seconds(cores) - busy
+            print(f"  {cores} CPU(s), {job.stem}: {wall:.1f} s, {cpu:.1f} CPU s ({cpu / wall / cores:.0%} busy)",
+                  flush=True)
+            return wall, cpu
         run(jobs[0])
         return [[run(job) for _ in range(repeats)] for job in jobs]
     finally:
@@ -180,42 +198,57 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=24000, help="documents in the 1x input (4x is four times)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--parts", default=",".join(PARTS), help="which measurements, comma-separated: " + ", ".join(PARTS))
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        sys.exit(f"unknown --parts {sorted(parts - set(PARTS))}; choose from {', '.join(PARTS)}")
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs at least 2 cores")
     tamis = str(BIN / "tamis")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        mb1, mb4 = make_input(tmp / "x1", args.docs), make_input(tmp / "x4", 4 * args.docs)
-        w1, m1 = timed([tamis, "run", str(job_file(tmp / "x1", tmp / "r1", 2)), "--no-progress"])
-        w4, m4 = timed([tamis, "run", str(job_file(tmp / "x4", tmp / "r4", 2)), "--no-progress"])
-        print(f"input 1x: {args.docs} docs {mb1:.1f} MB -> wall {w1:.1f} s, peak RSS {m1:.0f} MB")
-        print(f"input 4x: {4 * args.docs} docs {mb4:.1f} MB -> wall {w4:.1f} s, peak RSS {m4:.0f} MB")
-        print(f"peak RSS ratio 4x/1x: {m4 / m1:.2f}  (target <= 1.3)")
-        cold = {c: timed([*pinned(c), tamis, "run", str(job_file(tmp / "x4", tmp / f"e{c}", c)), "--no-progress"])[0]
-                for c in (1, 2)}
-        print(f"embedded, 4x input: 1 CPU {cold[1]:.1f} s, 2 CPUs {cold[2]:.1f} s -> {cold[1] / cold[2]:.2f}x")
-        mb8 = make_input(tmp / "x8", 8 * args.docs)
-        sizes = {4: 4 * args.docs, 8: 8 * args.docs}
-        hot = {c: dict(zip(sizes, cluster_walls([job_file(tmp / f"x{k}", tmp / f"c{c}x{k}", c) for k in sizes],
-                                                 c, args.repeats, tmp))) for c in (1, 2)}
-        print(f"8x input: {sizes[8]} docs {mb8:.1f} MB (the corpus used twice, new ids)")
-        med = {c: {k: statistics.median(w) for k, w in hot[c].items()} for c in hot}
-        for c in hot:
-            for k, w in hot[c].items():
-                print(f"cluster, {c} CPU(s), {k}x input: " + ", ".join(f"{x:.1f}" for x in w) +
-                      f" s (median {med[c][k]:.1f})")
-        for k in sizes:
-            print(f"cluster speed-up 2 CPUs vs 1 CPU, {k}x input: {med[1][k] / med[2][k]:.2f}x  (target >= 1.8)")
-        one, two = ceiling(tmp / "x4")
-        print(f"ceiling, the scorers without Ray on the 4x input: 1 core {one:.1f} s, 2 cores {two:.1f} s "
-              f"-> {one / two:.2f}x")
-        per_doc = {c: (med[c][8] - med[c][4]) / (sizes[8] - sizes[4]) for c in hot}
-        fixed = {c: med[c][4] - per_doc[c] * sizes[4] for c in hot}
-        print(f"wall = fixed + per-document: 1 CPU {fixed[1]:.1f} s + {1e3 * per_doc[1]:.3f} ms/doc, "
-              f"2 CPUs {fixed[2]:.1f} s + {1e3 * per_doc[2]:.3f} ms/doc -> per-document part "
-              f"{per_doc[1] / per_doc[2]:.2f}x faster")
+        mb4 = make_input(tmp / "x4", 4 * args.docs)
+        if "memory" in parts:
+            mb1 = make_input(tmp / "x1", args.docs)
+            w1, m1 = timed([tamis, "run", str(job_file(tmp / "x1", tmp / "r1", 2)), "--no-progress"])
+            w4, m4 = timed([tamis, "run", str(job_file(tmp / "x4", tmp / "r4", 2)), "--no-progress"])
+            print(f"input 1x: {args.docs} docs {mb1:.1f} MB -> wall {w1:.1f} s, peak RSS {m1:.0f} MB")
+            print(f"input 4x: {4 * args.docs} docs {mb4:.1f} MB -> wall {w4:.1f} s, peak RSS {m4:.0f} MB")
+            print(f"peak RSS ratio 4x/1x: {m4 / m1:.2f}  (target <= 1.3)")
+        if "embedded" in parts:
+            cold = {c: timed([*pinned(c), tamis, "run", str(job_file(tmp / "x4", tmp / f"e{c}", c)),
+                              "--no-progress"])[0] for c in (1, 2)}
+            print(f"embedded, 4x input: 1 CPU {cold[1]:.1f} s, 2 CPUs {cold[2]:.1f} s -> {cold[1] / cold[2]:.2f}x")
+        if "cluster" in parts:
+            cluster(tmp, args.docs, args.repeats)
+        if "ceiling" in parts:
+            one, two = ceiling(tmp / "x4")
+            print(f"ceiling, the scorers without Ray on the 4x input: 1 core {one:.1f} s, 2 cores {two:.1f} s "
+                  f"-> {one / two:.2f}x")
 
+
+def cluster(tmp: Path, docs: int, repeats: int) -> None:
+    """Speed-up on a running cluster, 4x and 8x input, and the split of wall time into fixed + per document."""
+    mb8 = make_input(tmp / "x8", 8 * docs)
+    sizes = {4: 4 * docs, 8: 8 * docs}
+    hot = {c: dict(zip(sizes, cluster_walls([job_file(tmp / f"x{k}", tmp / f"c{c}x{k}", c) for k in sizes],
+                                             c, repeats, tmp))) for c in (1, 2)}
+    print(f"8x input: {sizes[8]} docs {mb8:.1f} MB (the corpus used twice, new ids)")
+    med = {c: {k: statistics.median(w for w, _ in runs) for k, runs in hot[c].items()} for c in hot}
+    cpu = {c: {k: statistics.median(u for _, u in runs) for k, runs in hot[c].items()} for c in hot}
+    for c in hot:
+        for k, runs in hot[c].items():
+            print(f"cluster, {c} CPU(s), {k}x input: " + ", ".join(f"{w:.1f}" for w, _ in runs) +
+                  f" s (median {med[c][k]:.1f}; {cpu[c][k]:.1f} CPU s, {cpu[c][k] / med[c][k] / c:.0%} busy)")
+    for k in sizes:
+        print(f"cluster speed-up 2 CPUs vs 1 CPU, {k}x input: {med[1][k] / med[2][k]:.2f}x  (target >= 1.8); "
+              f"CPU seconds 2 CPUs / 1 CPU: {cpu[2][k] / cpu[1][k]:.2f}")
+    per_doc = {c: (med[c][8] - med[c][4]) / (sizes[8] - sizes[4]) for c in hot}
+    fixed = {c: med[c][4] - per_doc[c] * sizes[4] for c in hot}
+    print(f"wall = fixed + per-document: 1 CPU {fixed[1]:.1f} s + {1e3 * per_doc[1]:.3f} ms/doc, "
+          f"2 CPUs {fixed[2]:.1f} s + {1e3 * per_doc[2]:.3f} ms/doc -> per-document part "
+          f"{per_doc[1] / per_doc[2]:.2f}x faster")
 
 if __name__ == "__main__":
     main()

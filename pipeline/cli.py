@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import pkgutil
 import sys
 
@@ -34,5 +36,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry_point() -> None:
+    """The installed `tamis` command: `main`, then a prompt exit.
+
+    Everything a command writes is closed when `main` returns, but Ray's shutdown at exit and the
+    interpreter's teardown of Ray, Arrow and polars still took 1.3 s after every run (measured on a
+    running cluster); shutting Ray down here and leaving with `os._exit` takes 0.3 s.
+    """
+    code = main()
+    if "ray" in sys.modules:
+        sys.modules["ray"].shutdown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

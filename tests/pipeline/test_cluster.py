@@ -1,7 +1,9 @@
 """A real two-node Ray cluster on 127.0.0.1 (`ray start --head` + `ray start --address`)."""
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,16 +40,19 @@ def _kill_cluster(temp_dir: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    temp_dir = str(tmp_path_factory.mktemp("raycluster"))
+def cluster():
+    # Short: Ray's socket paths under it must stay within AF_UNIX's 107 bytes (a pytest tmp path
+    # such as /tmp/pytest-of-root/pytest-104/raycluster0/session_<date>_<pid>/sockets/... does not).
+    temp_dir = tempfile.mkdtemp(prefix="tamis-rc-", dir="/tmp")
     ray = str(Path(sys.executable).parent / "ray")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the cluster runs in tamis's env
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    subprocess.run([ray, "start", "--head", f"--port={GCS_PORT}", f"--dashboard-port={DASHBOARD_PORT}",
-                    "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp_dir}",
-                    "--ray-client-server-port=20201", "--min-worker-port=20300", "--max-worker-port=20499", "--dashboard-agent-listen-port=20202", *common], check=True, env=env, capture_output=True)
-    try:
+    try:  # a head that fails half-way has started processes too: the finally stops them
+        subprocess.run([ray, "start", "--head", f"--port={GCS_PORT}", f"--dashboard-port={DASHBOARD_PORT}",
+                        "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp_dir}",
+                        "--ray-client-server-port=20201", "--min-worker-port=20300", "--max-worker-port=20499",
+                        "--dashboard-agent-listen-port=20202", *common], check=True, env=env, capture_output=True)
         subprocess.run([ray, "start", f"--address=127.0.0.1:{GCS_PORT}", "--min-worker-port=20500",
                         "--max-worker-port=20699", "--dashboard-agent-listen-port=20203", *common],
                        check=True, env=env, capture_output=True)
@@ -64,6 +69,7 @@ def cluster(tmp_path_factory):
         yield temp_dir
     finally:
         _kill_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

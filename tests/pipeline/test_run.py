@@ -312,3 +312,31 @@ def test_workers_get_one_library_thread_per_cpu(ray_session, tmp_path, corpus_di
                         "    params: {suffix: _2}\n    resources: {cpus: 2}\n")
     assert cur["polars_threads"].unique().to_list() == [1] and cur["torch_threads"].unique().to_list() == [1]
     assert cur["torch_threads_2"].unique().to_list() == [2]
+
+
+def test_tamis_command_output_and_exit_codes(ray_session, tmp_path, corpus_dir):
+    """The command leaves with `os._exit` after Ray's shutdown (`cli.entry_point`): piped output must
+    still arrive whole and the exit codes stay; it joins this session's Ray with --address."""
+    import sys
+
+    import ray
+    job = tmp_path / "job.yaml"
+    job.write_text(f"inputs: [{corpus_dir / 'reuters-tm.parquet'}]\nstages:\n  - use: gopher_quality\n"
+                   "    keep: default\n")
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--no-progress"]
+    ok = subprocess.run([*cmd, str(job), "--output", str(tmp_path / "run"), "--address",
+                         ray.get_runtime_context().gcs_address], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert ok.stdout.rstrip().endswith("--html report.html)"), ok.stdout[-1000:]
+    assert json.loads((tmp_path / "run" / "reports" / "summary.json").read_text())["rows_read"] == 81
+    bad = subprocess.run([*cmd, str(tmp_path / "missing.yaml")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "job file not found" in bad.stderr
+
+
+def test_warm_up_caps_workers_and_survives_unimportable_modules(ray_session):
+    import ray
+
+    from pipeline.ray_runner import _warm_up
+    refs = _warm_up(("json", "no_such_module_for_tamis"), 64)
+    assert len(refs) == 2  # the session's 2 CPUs
+    assert ray.get(refs) == [None, None]
