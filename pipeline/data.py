@@ -18,8 +18,9 @@ BatchFn = Callable[[pa.Table], pa.Table]
 
 class Data(Protocol):
     def map_batches(self, fn: BatchFn) -> "Data": ...
-    def groupby_map(self, keys: list[str], fn: BatchFn) -> "Data":
-        """Call `fn` once per group with all of that group's rows; concatenate the outputs."""
+    def groupby_map(self, keys: list[str], fn: BatchFn, min_size: int = 1) -> "Data":
+        """Call `fn` once per group of at least `min_size` rows with all of that group's rows;
+        concatenate the outputs. `fn` must also accept zero rows (it then gives the output schema)."""
     def sample(self, n: int, seed: int = 0) -> pa.Table: ...
     def iter_batches(self, batch_size: int = 65536) -> Iterator[pa.Table]: ...
     def to_arrow(self) -> pa.Table: ...
@@ -37,7 +38,7 @@ class LocalData:
     def map_batches(self, fn: BatchFn) -> "LocalData":
         return LocalData(fn(self.table))
 
-    def groupby_map(self, keys: list[str], fn: BatchFn) -> "LocalData":
+    def groupby_map(self, keys: list[str], fn: BatchFn, min_size: int = 1) -> "LocalData":
         t = self.table
         if t.num_rows == 0:
             return LocalData(fn(t))
@@ -48,8 +49,10 @@ class LocalData:
         change[0] = True
         for col in key_cols:
             change[1:] |= col[1:] != col[:-1]
-        starts = np.flatnonzero(change).tolist() + [t.num_rows]
-        outs = [fn(t.slice(a, b - a)) for a, b in zip(starts[:-1], starts[1:])]
+        starts = np.append(np.flatnonzero(change), t.num_rows)
+        # Python calls only for the groups that count: dedup keys are nearly all singletons
+        big = np.flatnonzero(np.diff(starts) >= min_size)
+        outs = [fn(t.slice(a, b - a)) for a, b in zip(starts[big].tolist(), starts[big + 1].tolist())]
         outs = [o for o in outs if o is not None and o.num_rows]
         if not outs:
             return LocalData(fn(t.slice(0, 0)))

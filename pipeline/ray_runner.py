@@ -10,7 +10,6 @@ ones' transforms applied, so the data is written and read once for all of them.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+from ray.data import ActorPoolStrategy
 
 from pipeline.apply import BatchStats, apply_stage, live_mask
 from pipeline.readers import Quarantine, ReadStats, file_tag, read_file
@@ -39,12 +39,8 @@ THREAD_VARS = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", 
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None,
-             object_store_memory: int | None = None, warm: tuple[str, ...] = (), warm_workers: int = 0) -> None:
-    """Join `address` / RAY_ADDRESS if given, else start an embedded local Ray.
-
-    `warm`: modules that up to `warm_workers` worker processes import at once (`_warm_up`), while
-    the driver goes on importing Ray Data and planning.
-    """
+             object_store_memory: int | None = None) -> None:
+    """Join `address` / RAY_ADDRESS if given, else start an embedded local Ray."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -62,9 +58,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
         # "local": always a fresh embedded Ray, even where a `ray start` cluster runs on this machine
         ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
                  include_dashboard=False, **kwargs)
-    if warm and warm_workers:
-        _warm_up(warm, warm_workers)
-    importlib.import_module("ray.data")  # after connecting: its 0.9 s import overlaps the workers' start
     ctx = ray.data.DataContext.get_current()
     # Per-operator CPU reservations leave a CPU idle between tasks on small clusters (measured: 32
     # tasks of 0.5 s on 2 CPUs took 12.0 s with them, 9.1 s without, 8.4 s as plain Ray tasks); the
@@ -73,27 +66,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-
-
-def _import_modules(modules: tuple[str, ...]) -> None:
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - best effort: a plug-in shipped by value has no module here
-            pass
-
-
-def _warm_up(modules: tuple[str, ...], workers: int) -> list:
-    """Start up to `workers` worker processes that import `modules` now; the caller need not wait.
-
-    A job's workers otherwise start, and spend ~1.5 s importing Ray Data, the stages and their
-    libraries, only when the first batches arrive; started at connect time they do it while the
-    driver still imports and plans (2 CPUs: 1.5 s off each run). The idle workers are then reused
-    by the job's tasks.
-    """
-    cpus = int(ray.cluster_resources().get("CPU", 0))
-    task = ray.remote(num_cpus=1, max_retries=0)(_import_modules)
-    return [task.remote(modules) for _ in range(min(workers, cpus))]
 
 
 def shutdown_ray() -> None:
@@ -141,12 +113,13 @@ class RayData:
     def map_batches(self, fn):
         return RayData(self.ds.map_batches(fn, batch_format="pyarrow"), self.rows)
 
-    def groupby_map(self, keys, fn):
+    def groupby_map(self, keys, fn, min_size: int = 1):
         if self.rows is not None and self.rows <= LOCAL_GROUPBY_ROWS:
             from pipeline.data import LocalData
-            return LocalData(self.to_arrow()).groupby_map(list(keys), fn)
+            return LocalData(self.to_arrow()).groupby_map(list(keys), fn, min_size)
         parts = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        return RayData(self.ds.groupby(list(keys), num_partitions=parts).map_groups(fn, batch_format="pyarrow"))
+        return RayData(self.ds.groupby(list(keys), num_partitions=parts).map_groups(
+            _at_least(fn, min_size), batch_format="pyarrow"))
 
     def sample(self, n: int, seed: int = 0) -> pa.Table:
         total = self.count()
@@ -171,6 +144,13 @@ class RayData:
 
     def from_arrow(self, table: pa.Table) -> "RayData":
         return RayData(ray.data.from_arrow(table))
+
+
+def _at_least(fn, min_size: int):
+    """`fn` for groups of `min_size` rows or more; a smaller group gives `fn`'s empty output."""
+    def call(group: pa.Table) -> pa.Table:
+        return fn(group if group.num_rows >= min_size else group.slice(0, 0))
+    return call
 
 
 def _to_table(b) -> pa.Table:
@@ -326,7 +306,7 @@ def _map_stage(ds, planned, stats, mode: str, decisions_ref=None, ctx: dict | No
         kwargs["batch_size"] = r.batch_size
     if mode == "score" and type(planned.stage).is_stateful():
         size = r.actors or max(1, int(ray.cluster_resources().get("CPU", 1) // max(r.cpus, 1e-9)) or 1)
-        return ds.map_batches(_StageUDF, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+        return ds.map_batches(_StageUDF, compute=ActorPoolStrategy(min_size=1, max_size=size),
                               fn_constructor_args=args, max_restarts=RETRIES, max_task_retries=RETRIES,
                               **kwargs)
     return ds.map_batches(_StageUDF(*args), max_retries=RETRIES, **kwargs)
@@ -493,8 +473,7 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     spec = job.spec
-    warm = ("ray.data", __name__, *dict.fromkeys(type(p.stage).__module__ for p in job.stages))
-    init_ray(spec.ray.address, spec.ray.num_cpus, spec.ray.object_store_memory, warm, len(job.input_files))
+    init_ray(spec.ray.address, spec.ray.num_cpus, spec.ray.object_store_memory)
     for p in job.stages:
         _ship_plugin(type(p.stage))
         p.stage.prepare()

@@ -57,7 +57,7 @@ class ExactDedup(GlobalStage):
 
     def fit(self, data) -> "ExactDedup":
         keys = data.map_batches(_hash_keys(self.keep))
-        self.decisions_ = keys.groupby_map(["h1", "h2"], _group_duplicates).to_arrow()
+        self.decisions_ = keys.groupby_map(["h1", "h2"], _group_duplicates, min_size=2).to_arrow()
         if self.decisions_.num_rows == 0:
             self.decisions_ = pa.table({"id": pa.array([], pa.string()), "duplicate_of": pa.array([], pa.string()),
                                         "exact_group_size": pa.array([], pa.int64())})

@@ -36,7 +36,7 @@ class UniqueIds(GlobalStage):
     join_on = ("id", "input_file", "input_row")
 
     def fit(self, data) -> "UniqueIds":
-        self.decisions_ = data.groupby_map(["id"], _dupes).to_arrow()
+        self.decisions_ = data.groupby_map(["id"], _dupes, min_size=2).to_arrow()
         self.dupes_ = self.decisions_.num_rows
         return self
 

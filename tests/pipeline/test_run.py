@@ -333,10 +333,21 @@ def test_tamis_command_output_and_exit_codes(ray_session, tmp_path, corpus_dir):
     assert bad.returncode == 2 and "job file not found" in bad.stderr
 
 
-def test_warm_up_caps_workers_and_survives_unimportable_modules(ray_session):
+def test_groupby_map_min_size_in_memory_and_in_a_ray_shuffle(ray_session, monkeypatch):
+    """Groups under `min_size` rows never reach `fn` (dedup keys are nearly all singletons), in
+    memory and in Ray's hash shuffle alike."""
     import ray
 
-    from pipeline.ray_runner import _warm_up
-    refs = _warm_up(("json", "no_such_module_for_tamis"), 64)
-    assert len(refs) == 2  # the session's 2 CPUs
-    assert ray.get(refs) == [None, None]
+    from pipeline import ray_runner
+    from pipeline.data import LocalData
+
+    def _group_sizes(group: pa.Table) -> pa.Table:  # nested: Ray ships it by value
+        head = group.slice(0, 1)
+        return pa.table({"k": head["k"], "n": pa.array([group.num_rows] * head.num_rows, pa.int64())})
+    table = pa.table({"k": [3, 1, 2, 3, 1, 3, 4], "v": list(range(7))})
+    as_dict = lambda t: dict(zip(t["k"].to_pylist(), t["n"].to_pylist()))  # noqa: E731
+    assert as_dict(LocalData(table).groupby_map(["k"], _group_sizes).to_arrow()) == {1: 2, 2: 1, 3: 3, 4: 1}
+    assert as_dict(LocalData(table).groupby_map(["k"], _group_sizes, min_size=2).to_arrow()) == {1: 2, 3: 3}
+    monkeypatch.setattr(ray_runner, "LOCAL_GROUPBY_ROWS", 0)
+    shuffled = ray_runner.RayData(ray.data.from_arrow(table), rows=7).groupby_map(["k"], _group_sizes, min_size=2)
+    assert as_dict(shuffled.to_arrow()) == {1: 2, 3: 3}
