@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -112,7 +111,7 @@ def rater_speed(table: pa.Table, n_docs: int, max_length: int) -> None:
     y = (train["gopher_quality_alpha_word_frac"].fill_null(0) * 5).to_list()  # any 0-5 label will do
     docs = df.tail(n_docs).select("text").to_arrow()
     with tempfile.TemporaryDirectory() as tmp:
-        fast = FastRater(n_jobs=1, num_rounds=200).fit(train["text"].to_list(), y).save(Path(tmp) / "fast")
+        FastRater(n_jobs=1, num_rounds=200).fit(train["text"].to_list(), y).save(Path(tmp) / "fast")
         tok_dir = Path(tmp) / "mb"
         from mixers.embed import default_model_path
         AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(tok_dir)  # a local BERT tokenizer
@@ -165,7 +164,7 @@ def main() -> int:
     print("\n=== Meta-rater weights on the shared corpus (proxy: %d-gram byte LM, %d training bytes each) ==="
           % (args.order, r["token_budget"]))
     print(f"pool {r['pool_docs']} pieces / {r['pool_bytes']:,} bytes; targets {r['target_sets']}")
-    print(f"proxy validation loss (nats/byte, mean over target domains; lower is better):")
+    print("proxy validation loss (nats/byte, mean over target domains; lower is better):")
     print(f"  learned weights             {r['loss_learned']:.4f}")
     print(f"  random selection (5 seeds)  {r['loss_random']:.4f} ± {r['loss_random_std']:.4f}")
     print(f"  best single signal          {r['loss_best_single']:.4f}  ({r['best_single_signal']})")

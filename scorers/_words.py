@@ -31,7 +31,7 @@ def _alt(items) -> str:
 # Python's str.isspace(): Unicode White_Space plus the separators \x1c-\x1f.
 PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) \
     + "\u2028\u2029\u202f\u205f\u3000"
-CHUNK_RE = rf"[^\s\x1c-\x1f]+"
+CHUNK_RE = r"[^\s\x1c-\x1f]+"
 
 # datatrove.utils.text.PUNCTUATION: a word made only of these is a "symbol word".
 DT_PUNCTUATION = (

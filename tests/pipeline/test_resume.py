@@ -7,10 +7,8 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 
-from pipeline.report import load_reports
 from pipeline.run import run_job
 from pipeline.spec import load_job
 
@@ -138,3 +136,4 @@ def test_killed_worker_is_retried_with_identical_output(ray_session, shards, tmp
                    "  - class: crashy:Slow")
     clean = run_job(load_job(ref, output=str(tmp_path / "clean")), progress=False)
     assert curated_ids(tmp_path / "run") == curated_ids(tmp_path / "clean")
+    assert summary["curated"] == clean["curated"] and summary["rejected"] == clean["rejected"]
