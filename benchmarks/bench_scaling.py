@@ -250,5 +250,6 @@ def cluster(tmp: Path, docs: int, repeats: int) -> None:
           f"2 CPUs {fixed[2]:.1f} s + {1e3 * per_doc[2]:.3f} ms/doc -> per-document part "
           f"{per_doc[1] / per_doc[2]:.2f}x faster")
 
+
 if __name__ == "__main__":
     main()

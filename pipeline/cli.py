@@ -44,8 +44,8 @@ def entry_point() -> None:
     running cluster); shutting Ray down here and leaving with `os._exit` takes 0.3 s.
     """
     code = main()
-    if "ray" in sys.modules:
-        sys.modules["ray"].shutdown()
+    if "pipeline.ray_runner" in sys.modules:  # the only module that starts or joins Ray
+        sys.modules["pipeline.ray_runner"].shutdown_ray()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
