@@ -6,6 +6,7 @@ first stage that rejects a row sets `reject_stage` / `reject_reason`.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from pipeline.rules import Rule, first_failure
 from scorers.base import Stage
 
 REJECT_COLUMNS = ("reject_stage", "reject_reason")
+STATS_COLUMN = "_tamis_stats"  # per-stage counters riding with the rows to the stream's sink
 
 
 class StageOutputError(RuntimeError):
@@ -45,6 +47,33 @@ class BatchStats:
                           self.rows_out + other.rows_out, self.bytes_in + other.bytes_in,
                           self.bytes_out + other.bytes_out, self.wall_s + other.wall_s,
                           self.cpu_s + other.cpu_s, extra)
+
+
+def merge_stats(entries) -> dict[str, BatchStats]:
+    """Sum `[stage, counters dict]` pairs by stage."""
+    out: dict[str, BatchStats] = {}
+    for name, counters in entries:
+        out[name] = out.get(name, BatchStats()) + BatchStats(**counters)
+    return out
+
+
+def pop_stats(batch: pa.Table) -> tuple[pa.Table, list]:
+    """Split a batch into its rows and the counters carried on them (`carry_stats`)."""
+    if STATS_COLUMN not in batch.column_names:
+        return batch, []
+    carried = pc.drop_null(batch[STATS_COLUMN]).to_pylist()
+    return batch.drop_columns([STATS_COLUMN]), [e for v in carried for e in json.loads(v)]
+
+
+def carry_stats(batch: pa.Table, entries: list) -> pa.Table:
+    """Attach `[stage, counters]` entries to the first row of a batch.
+
+    The counters travel with the rows through fused tasks, actor pools, re-batching and the object
+    store to the stream's sink, which records them in its manifest entry: a retried task's counters
+    replace those of the failed try, and a resumed run keeps those of the work already done.
+    """
+    first = [json.dumps(entries) if entries else None]
+    return batch.append_column(STATS_COLUMN, pa.array((first + [None] * batch.num_rows)[:batch.num_rows], pa.string()))
 
 
 def with_reject_columns(batch: pa.Table) -> pa.Table:

@@ -1,8 +1,9 @@
 """Resume bookkeeping: which input units (files) of a stream are fully written.
 
 Every write of a stream (segment, final output, or a quarantined batch) records an entry
-`{unit-tag}-{batch-key}.json` listing the unit, the rows it covered and the files it wrote; entries are
-written by atomic rename after the files. A unit is complete when its entries cover as many rows as
+`{unit-tag}-{batch-key}.json` listing the unit, the rows it covered, the files it wrote, their output
+summary and the stage counters of the work behind them; entries are written by atomic rename after
+the files, so a retried task replaces its entry and a resumed run keeps those of finished work. A unit is complete when its entries cover as many rows as
 the unit holds; an incomplete unit is reset (its files and entries deleted) and redone, so a crash at
 any point neither loses nor duplicates rows.
 """
@@ -23,10 +24,13 @@ class Manifest:
     def __init__(self, run_dir: Path | str, stream: str):
         self.dir = Path(run_dir) / "_work" / "manifest" / stream
 
-    def record(self, unit: str, key: str, rows: int, files: list[str], summary: pa.Table | None = None) -> None:
+    def record(self, unit: str, key: str, rows: int, files: list[str], summary: pa.Table | None = None,
+               stages: dict | None = None) -> None:
+        """`stages`: {stage name: `apply.BatchStats`} for the work this entry covers."""
         self.dir.mkdir(parents=True, exist_ok=True)
         entry = {"unit": unit, "rows": rows, "files": files,
-                 "summary": summary.to_pylist() if summary is not None else None}
+                 "summary": summary.to_pylist() if summary is not None else None,
+                 "stages": {k: v.__dict__ for k, v in (stages or {}).items()}}
         path = self.dir / f"{file_tag(unit)}-{key}.json"
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(entry))
@@ -53,22 +57,26 @@ class Manifest:
                 Path(f).unlink(missing_ok=True)
             p.unlink()
 
-    def summary(self, chunk: int = 20_000):
-        """The stream's write summaries merged by group (`writers.merge_summaries`), folded `chunk`
-        entries at a time so the driver holds one row per group, not one per batch; None if empty."""
+    def totals(self, chunk: int = 20_000) -> tuple:
+        """(the stream's write summaries merged by group (`writers.merge_summaries`), or None if there
+        are none; {stage: `apply.BatchStats`} summed). Summaries are folded `chunk` rows at a time, so
+        the driver holds one row per group, not one per batch."""
         import polars as pl
 
+        from pipeline.apply import merge_stats
         from pipeline.writers import merge_summaries
 
-        total, rows = None, []
+        total, rows, stages = None, [], {}
         for e in self.entries():
             rows.extend(e["summary"] or [])
             if len(rows) >= chunk:
                 total = merge_summaries([t for t in (total, pl.DataFrame(rows)) if t is not None])
                 rows = []
+            for name, st in merge_stats(e.get("stages", {}).items()).items():
+                stages[name] = stages[name] + st if name in stages else st
         if rows:
             total = merge_summaries([t for t in (total, pl.DataFrame(rows)) if t is not None])
-        return total
+        return total, stages
 
 
 def pending_units(manifest: Manifest, expected: dict[str, int | None]) -> list[str]:

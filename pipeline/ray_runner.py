@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import ray
 from ray.data import ActorPoolStrategy
 
-from pipeline.apply import BatchStats, apply_stage, live_mask
+from pipeline.apply import BatchStats, apply_stage, carry_stats, live_mask, pop_stats
 from pipeline.readers import Quarantine, ReadStats, file_tag, read_file
 from pipeline.rules import compile_rules
 from pipeline.manifest import Manifest, pending_units
@@ -158,18 +158,6 @@ def _to_table(b) -> pa.Table:
 
 
 # ---------------------------------------------------------------- stage functions
-@ray.remote(num_cpus=0)
-class _StatsCollector:
-    def __init__(self):
-        self.stats: dict[str, BatchStats] = {}
-
-    def add(self, name: str, st: BatchStats) -> None:
-        self.stats[name] = self.stats.get(name, BatchStats()) + st
-
-    def get(self) -> dict[str, BatchStats]:
-        return self.stats
-
-
 @lru_cache(maxsize=64)
 def _rules(items: tuple) -> list:
     return compile_rules(dict(items))
@@ -210,12 +198,13 @@ class _StageUDF:
     An exception from the stage's own code does not fail the job: the batch is retried in halves
     down to single rows, and only rows that fail alone go to quarantine/ with the error (recorded in
     the stream's manifest), so one bad document costs one row, not a batch, and nothing loops
-    forever. Worker crashes are Ray's retries' business.
+    forever. Worker crashes are Ray's retries' business. With `count`, the stage's counters ride on
+    the output (`apply.carry_stats`); a fit's view (`count=False`) carries none.
     """
 
-    def __init__(self, name: str, stage, rules: dict, stats, mode: str, decisions_ref=None,
+    def __init__(self, name: str, stage, rules: dict, count: bool, mode: str, decisions_ref=None,
                  ctx: dict | None = None):
-        self.name, self.stage, self.rules, self.stats, self.mode = name, stage, tuple(rules.items()), stats, mode
+        self.name, self.stage, self.rules, self.count, self.mode = name, stage, tuple(rules.items()), count, mode
         self.decisions_ref = decisions_ref
         self.ctx = ctx or {}
         self._ready = False
@@ -229,8 +218,7 @@ class _StageUDF:
                 sys.modules["torch"].set_num_threads(threads)
             self._ready = True
 
-    def _run(self, batch: pa.Table) -> pa.Table:
-        self._setup()
+    def _run(self, batch: pa.Table) -> tuple[pa.Table, BatchStats]:
         if self.mode == "score":
             compute = self.stage.score
         else:
@@ -244,38 +232,39 @@ class _StageUDF:
             compute = _transform_fn(self.stage)
         out, st = apply_stage(batch, self.name, self.stage, _rules(self.rules), compute)
         drop = [c for c in out.column_names if c.startswith("_dec_")]
-        if drop:
-            out = out.drop_columns(drop)
-        if self.stats is not None:
-            st.extra = {f"node:{ray.get_runtime_context().get_node_id()[:12]}": 1}
-            self.stats.add.remote(self.name, st)
-        return out
+        return (out.drop_columns(drop) if drop else out), st
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self._setup()  # a model that cannot load fails the job at once, it is not a data problem
+        batch, carried = pop_stats(batch)
         try:
-            return self._run(batch)
+            out, st = self._run(batch)
         except Exception:  # noqa: BLE001 - a stage bug must not lose the batch: isolate the bad rows
-            return self._bisect(batch)
+            out, st = self._bisect(batch)
+        if not self.count:
+            return out
+        st.extra[f"node:{ray.get_runtime_context().get_node_id()[:12]}"] = 1
+        return carry_stats(out, [*carried, [self.name, st.__dict__]])
 
-    def _bisect(self, batch: pa.Table) -> pa.Table:
+    def _bisect(self, batch: pa.Table) -> tuple[pa.Table, BatchStats]:
         """Retry a failed batch in halves; only the rows that still fail on their own are quarantined."""
         try:
             return self._run(batch)
         except Exception as e:  # noqa: BLE001
             if batch.num_rows > 1:
                 half = batch.num_rows // 2
-                parts = [self._bisect(batch.slice(0, half)), self._bisect(batch.slice(half))]
-                parts = [p for p in parts if p.num_rows] or parts[:1]
-                return pa.concat_tables(parts, promote_options="permissive")
-            if self.stats is not None:  # else a fit's view: the row is left out, its stream quarantines it
-                quarantine_batch(batch, f"stage {self.name!r} failed: {type(e).__name__}: {e}", self.ctx)
-                self.stats.add.remote(self.name, BatchStats(extra={"quarantined_rows": batch.num_rows}))
-            return batch.slice(0, 0)
+                (a, sa), (b, sb) = self._bisect(batch.slice(0, half)), self._bisect(batch.slice(half))
+                parts = [p for p in (a, b) if p.num_rows] or [a]
+                return pa.concat_tables(parts, promote_options="permissive"), sa + sb
+            if self.count:  # else a fit's view: the row is left out, its stream quarantines it
+                quarantine_batch(batch, f"stage {self.name!r} failed: {type(e).__name__}: {e}", self.ctx,
+                                 {self.name: BatchStats(extra={"quarantined_rows": batch.num_rows})})
+            return batch.slice(0, 0), BatchStats()
 
 
-def quarantine_batch(batch: pa.Table, error: str, ctx: dict) -> None:
-    """Write a failing batch to quarantine/ (raw row as JSON) and record it for resume."""
+def quarantine_batch(batch: pa.Table, error: str, ctx: dict, stages: dict | None = None) -> None:
+    """Write a failing batch to quarantine/ (raw row as JSON) and record it, with the stage counters
+    `stages`, for resume."""
     from pipeline.manifest import Manifest
     from pipeline.readers import QUARANTINE_SCHEMA
     from pipeline.writers import batch_key
@@ -292,13 +281,14 @@ def quarantine_batch(batch: pa.Table, error: str, ctx: dict) -> None:
         key = batch_key(part)
         path = Path(ctx["run_dir"]) / "quarantine" / f"stage-{file_tag(unit)}-{key}.parquet"
         write_atomic(table, path)
-        Manifest(ctx["run_dir"], ctx["stream"]).record(unit, key, part.num_rows, [str(path)])
+        Manifest(ctx["run_dir"], ctx["stream"]).record(unit, key, part.num_rows, [str(path)], stages=stages)
+        stages = None  # counted once, with the first unit
 
 
-def _map_stage(ds, planned, stats, mode: str, decisions_ref=None, ctx: dict | None = None):
+def _map_stage(ds, planned, count: bool, mode: str, decisions_ref=None, ctx: dict | None = None):
     r = planned.resources
     ctx = {**(ctx or {}), "threads": max(1, int(r.cpus))}
-    args = (planned.name, planned.stage, planned.rules, stats, mode, decisions_ref, ctx)
+    args = (planned.name, planned.stage, planned.rules, count, mode, decisions_ref, ctx)
     kwargs: dict[str, Any] = {"batch_format": "pyarrow", "num_cpus": r.cpus, "zero_copy_batch": True}
     if r.gpus:
         kwargs["num_gpus"] = r.gpus
@@ -448,12 +438,12 @@ def _fit_global(planned, files: list[str], seg: Path, progress_rows: int, before
         from pipeline.data import LocalData
         table = pa.concat_tables([pq.read_table(f, columns=cols) for f in files], promote_options="permissive")
         for p, ref in before:
-            table = _StageUDF(p.name, p.stage, p.rules, None, "transform", ref)(table)
+            table = _StageUDF(p.name, p.stage, p.rules, False, "transform", ref)(table)
         data = LocalData(_segment_live(requires)(table))
     else:
         view = _read_segments(files, cols)
         for p, ref in before:
-            view = _map_stage(view, p, None, "transform", ref)
+            view = _map_stage(view, p, False, "transform", ref)
         data = RayData(view.map_batches(_segment_live(requires), batch_format="pyarrow"), progress_rows)
     planned.stage.fit(data)
     report = {"fit_wall_s": time.perf_counter() - t0, "fit_driver_cpu_s": time.process_time() - c0,
@@ -477,7 +467,6 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
     for p in job.stages:
         _ship_plugin(type(p.stage))
         p.stage.prepare()
-    stats = _StatsCollector.remote()
     text_field, id_field = spec.fields.text, spec.fields.id
     inputs = [str(p) for p in job.input_files]
     fit_reports: dict[str, dict] = {}
@@ -507,10 +496,10 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
             unit_col = "path"
             ctx = {"run_dir": str(run_dir), "stream": stream, "unit_col": unit_col}
             for head, ref in fitted:
-                ds = _map_stage(ds, head, stats, "transform", ref, ctx)
+                ds = _map_stage(ds, head, True, "transform", ref, ctx)
         ctx = {"run_dir": str(run_dir), "stream": stream, "unit_col": unit_col}
         for p in scorers:
-            ds = _map_stage(ds, p, stats, "score", None, ctx)
+            ds = _map_stage(ds, p, True, "score", None, ctx)
         pad: tuple = ()
         if last:
             target = "final"
@@ -527,10 +516,13 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
             units = sorted(f for e in Manifest(run_dir, stream).entries() for f in e["files"]
                            if f.startswith(target))
     read_stats = [json.loads(f.read_text()) for f in sorted((run_dir / "_work" / "read").glob("*.json"))]
-    parts = [Manifest(run_dir, f"stream-{s:02d}").summary() for s in range(len(streams))]
-    parts = [p for p in parts if p is not None]
+    parts, stage_stats = [], {}
+    for s in range(len(streams)):
+        part, stages = Manifest(run_dir, f"stream-{s:02d}").totals()
+        parts += [part] if part is not None else []
+        stage_stats.update(stages)  # each stage runs in one stream
     summary = merge_summaries(parts) if parts else None
-    return {"stage_stats": {k: v.__dict__ for k, v in ray.get(stats.get.remote()).items()},
+    return {"stage_stats": {k: v.__dict__ for k, v in stage_stats.items()},
             "fit_reports": fit_reports, "read_stats": read_stats,
             "summary": summary}
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.apply import live_mask, with_reject_columns
+from pipeline.apply import live_mask, merge_stats, pop_stats, with_reject_columns
 
 SUMMARY_KEYS = ("status", "reject_stage", "reject_reason", "license", "source", "domain")
 
@@ -98,12 +98,14 @@ def write_stream(batch: pa.Table, run_dir: str, stream: str, unit_col: str, targ
     `target` is "final" (curated/ + rejected/) or a segment folder before a global stage. Rows that
     are already rejected skip the segment: they go to rejected/ now, with typed null columns `pad`
     ((name, type) of every later stage's output) so that all of rejected/ shares one schema, and only
-    live rows are written again and again through the global stages.
+    live rows are written again and again through the global stages. The stage counters the batch
+    carries are recorded with its first unit.
     """
     from pipeline.manifest import Manifest
     from pipeline.readers import file_tag
 
-    batch = with_reject_columns(batch)
+    batch, carried = pop_stats(with_reject_columns(batch))
+    stages = merge_stats(carried)
     manifest = Manifest(run_dir, stream)
     units = pc.unique(batch[unit_col]).to_pylist()
     for unit in units:
@@ -114,7 +116,8 @@ def write_stream(batch: pa.Table, run_dir: str, stream: str, unit_col: str, targ
         name = f"part-{file_tag(unit)}-{key}.parquet"
         if target == "final":
             files = _final_files(part, run_dir, name, text_field, id_field)
-            manifest.record(unit, key, part.num_rows, files, summarize(part))
+            manifest.record(unit, key, part.num_rows, files, summarize(part), stages)
+            stages = None
             continue
         live = live_mask(part)
         files, summary, alive = [], None, part
@@ -129,5 +132,6 @@ def write_stream(batch: pa.Table, run_dir: str, stream: str, unit_col: str, targ
             path = Path(target) / name
             write_atomic(alive, path, compression="lz4")
             files.append(str(path))
-        manifest.record(unit, key, part.num_rows, files, summary)
+        manifest.record(unit, key, part.num_rows, files, summary, stages)
+        stages = None
     return pa.table({"rows": [batch.num_rows]})

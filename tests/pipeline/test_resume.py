@@ -1,4 +1,5 @@
 """Crash safety: a killed `tamis run` resumes without loss or duplicates; failing stages quarantine."""
+import json
 import os
 import signal
 import subprocess
@@ -86,6 +87,12 @@ def curated_ids(run: Path) -> list[str]:
     return sorted(pl.read_parquet(run / "curated", columns=["id"])["id"].to_list())
 
 
+def stage_counters(run: Path) -> dict[str, tuple]:
+    """Per stage report: (batches, rows in, quarantined rows)."""
+    reps = [json.loads(f.read_text()) for f in sorted((run / "reports").glob("[0-9][0-9]-*.json"))]
+    return {r["stage"]: (r["batches"], r["rows_in"], r["quarantined_rows"]) for r in reps}
+
+
 def test_sigkill_then_resume_gives_identical_output(ray_session, shards, tmp_path):
     stage = "  - class: crashy:Slow\n    params: {delay: 0.3}"
     env = {**os.environ, "PYTHONPATH": f"{shards / 'plug'}:{REPO}"}
@@ -110,6 +117,9 @@ def test_sigkill_then_resume_gives_identical_output(ray_session, shards, tmp_pat
     assert len(ids) == len(set(ids)) and ids == curated_ids(tmp_path / "clean")
     assert summary["rows_read"] == clean["rows_read"] == 600
     assert summary["curated"] == clean["curated"] and summary["rejected"] == clean["rejected"]
+    # The counters of the work the killed run finished survive in its manifests: none lost or doubled.
+    assert stage_counters(out) == stage_counters(tmp_path / "clean")
+    assert stage_counters(out)["slow"] == (6, 600, 0)  # a batch per file: Ray Data joins the reads
     # Running a finished job again changes nothing.
     again = run_job(load_job(job, output=str(out)), progress=False)
     assert again["curated"] == summary["curated"] and curated_ids(out) == ids
@@ -124,6 +134,7 @@ def test_failing_stage_quarantines_only_the_failing_rows(ray_session, shards, tm
     assert q["error"].str.contains("cannot score politic").all()
     assert q["raw"].cast(pl.Utf8).str.contains("politic").all()
     assert q["file"].str.ends_with(".jsonl").all() and q["row"].min() >= 1
+    assert stage_counters(tmp_path / "run")["flaky"][2] == 29
 
 
 def test_killed_worker_is_retried_with_identical_output(ray_session, shards, tmp_path):
@@ -137,3 +148,5 @@ def test_killed_worker_is_retried_with_identical_output(ray_session, shards, tmp
     clean = run_job(load_job(ref, output=str(tmp_path / "clean")), progress=False)
     assert curated_ids(tmp_path / "run") == curated_ids(tmp_path / "clean")
     assert summary["curated"] == clean["curated"] and summary["rejected"] == clean["rejected"]
+    # The killed task's retry is counted once.
+    assert stage_counters(tmp_path / "run")["suicidal"] == stage_counters(tmp_path / "clean")["slow"]

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.apply import BatchStats, carry_stats, merge_stats, pop_stats
 from pipeline.cli import main
 from pipeline.report import load_reports
 from pipeline.run import run_job
@@ -351,3 +352,17 @@ def test_groupby_map_min_size_in_memory_and_in_a_ray_shuffle(ray_session, monkey
     monkeypatch.setattr(ray_runner, "LOCAL_GROUPBY_ROWS", 0)
     shuffled = ray_runner.RayData(ray.data.from_arrow(table), rows=7).groupby_map(["k"], _group_sizes, min_size=2)
     assert as_dict(shuffled.to_arrow()) == {1: 2, 3: 3}
+
+
+def test_stage_counters_ride_with_the_rows_once_through_rebatching():
+    def batch(xs, stage, rows):
+        return carry_stats(pa.table({"x": xs}), [[stage, BatchStats(batches=1, rows_in=rows).__dict__]])
+    a, b = batch([1, 2, 3], "s", 3), batch([4, 5], "s", 2)
+    rows_b, carried_b = pop_stats(b)
+    b = carry_stats(rows_b, [*carried_b, ["t", {"batches": 1}]])  # a second stage on the same batch
+    joined = pa.concat_tables([a, b])
+    parts = [joined.slice(0, 2), joined.slice(2, 2), joined.slice(4)]  # Ray Data re-batching
+    got = merge_stats([e for p in parts for e in pop_stats(p)[1]])
+    assert (got["s"].batches, got["s"].rows_in, got["t"].batches) == (2, 5, 1)
+    assert [pop_stats(p)[0].column_names for p in parts] == [["x"]] * 3
+    assert pop_stats(carry_stats(pa.table({"x": pa.array([], pa.int64())}), [["s", {}]]))[1] == []
