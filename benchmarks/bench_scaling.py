@@ -9,8 +9,11 @@ Input: shared-corpus documents in shards of 6,000 (1x = `--docs`, 4x = 4 * `--do
   (`ray start --head --num-cpus N`), its workers and the driver. Without pinning, a "1 CPU" Ray still
   runs its driver, raylet and Ray Data's actors on the machine's other cores for free. Two ways:
   - cluster: the job joins a running cluster (`tamis run --address`), as jobs do on a real cluster;
-    one warm-up run, then the median of `--repeats` runs of each input; the two sizes split the wall
-    time into a fixed part and a per-document part;
+    a 1-CPU and a 2-CPU cluster run side by side and the runs alternate between them (one warm-up
+    run each, then `--repeats` rounds of 1 CPU / 2 CPUs per input), so that a drift in the host's
+    load hits both alike; medians, fastest runs and back-to-back pairs are printed, with the seconds
+    the hypervisor stole from the pinned cores; the two sizes split the wall time into a fixed part
+    and a per-document part;
   - embedded: one cold `tamis run` that starts its own Ray (start-up included);
   - ceiling: the same scorers without Ray on the 4x shards, one process on one core vs two processes
     on two cores (half the shards each): what this machine allows for the work itself.
@@ -95,45 +98,70 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     return wall, peak / 1e6
 
 
-def busy_seconds(cores: int) -> float:
-    """CPU seconds spent so far on cores 0..cores-1 by every process (user, nice, system, irq), from
-    /proc/stat: covers the Ray workers and actors, which are not the driver's children."""
-    busy = 0
+def core_seconds(cores: int) -> tuple[float, float]:
+    """(busy, stolen) seconds so far on cores 0..cores-1, from /proc/stat. Busy: every process's CPU
+    time (user, nice, system, irq), which covers the Ray workers and actors that are not the driver's
+    children. Stolen: time the hypervisor gave this VM's cores to other guests, the main source of
+    run-to-run noise on a shared host."""
+    busy = steal = 0
     for line in Path("/proc/stat").read_text().splitlines():
         name, *vals = line.split()
         if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) < cores:
             v = [int(x) for x in vals]
             busy += v[0] + v[1] + v[2] + v[5] + v[6]
-    return busy / os.sysconf("SC_CLK_TCK")
+            steal += v[7]
+    tick = os.sysconf("SC_CLK_TCK")
+    return busy / tick, steal / tick
 
 
 def pinned(cores: int) -> list[str]:
     return ["taskset", "-c", ",".join(str(c) for c in range(cores))]
 
 
-def cluster_walls(jobs: list[Path], cores: int, repeats: int, tmp: Path) -> list[list[tuple[float, float]]]:
-    """Start a Ray cluster pinned to `cores` cores, warm it up with the first job, then time each job
-    `repeats` times: (wall seconds, CPU seconds spent on those cores)."""
-    temp_dir = tmp / f"ray{cores}"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_AUTH_MODE"] = "disabled"
-    subprocess.run([*pinned(cores), str(BIN / "ray"), "start", "--head", f"--port={PORT}", f"--num-cpus={cores}",
+def start_cluster(cores: int, tmp: Path, env: dict) -> tuple[str, Path]:
+    """A Ray head pinned to cores 0..cores-1 with `cores` CPUs; its own ports, so two run side by side."""
+    temp_dir, port = tmp / f"ray{cores}", PORT + 100 * cores
+    subprocess.run([*pinned(cores), str(BIN / "ray"), "start", "--head", f"--port={port}", f"--num-cpus={cores}",
                     "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+                    f"--ray-client-server-port={port + 1}", f"--dashboard-agent-listen-port={port + 2}",
+                    f"--min-worker-port={port + 10}", f"--max-worker-port={port + 99}",
                     "--object-store-memory=400000000", f"--temp-dir={temp_dir}"],
                    check=True, env=env, capture_output=True)
+    return f"127.0.0.1:{port}", temp_dir
+
+
+def cluster_walls(jobs: dict, repeats: int, tmp: Path) -> dict:
+    """Start a 1-CPU and a 2-CPU Ray cluster side by side, warm each up with one job, then run every
+    job of `jobs` ({(cores, size): job file}) `repeats` times, interleaved (1 CPU, 2 CPUs, next size, ...)
+    so that a drift in the host's load hits both alike. Returns {(cores, size): [(wall seconds, CPU
+    seconds spent on the pinned cores, seconds stolen from them)]}."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    heads: dict[int, tuple[str, Path]] = {}
     try:
-        def run(job: Path) -> tuple[float, float]:
-            busy = busy_seconds(cores)
-            wall = timed([*pinned(cores), str(BIN / "tamis"), "run", str(job), "--address", f"127.0.0.1:{PORT}",
+        for cores in sorted({c for c, _ in jobs}):
+            heads[cores] = start_cluster(cores, tmp, env)
+
+        def run(cores: int, job: Path) -> tuple[float, float, float]:
+            busy, steal = core_seconds(cores)
+            wall = timed([*pinned(cores), str(BIN / "tamis"), "run", str(job), "--address", heads[cores][0],
                           "--no-progress", "--restart"], env)[0]
-            cpu = busy_seconds(cores) - busy
-            print(f"  {cores} CPU(s), {job.stem}: {wall:.1f} s, {cpu:.1f} CPU s ({cpu / wall / cores:.0%} busy)",
-                  flush=True)
-            return wall, cpu
-        run(jobs[0])
-        return [[run(job) for _ in range(repeats)] for job in jobs]
+            cpu, stolen = (b - a for a, b in zip((busy, steal), core_seconds(cores)))
+            print(f"  {cores} CPU(s), {job.stem}: {wall:.1f} s, {cpu:.1f} CPU s ({cpu / wall / cores:.0%} busy), "
+                  f"{stolen:.1f} s stolen", flush=True)
+            return wall, cpu, stolen
+        for cores in heads:
+            run(cores, min((k for k in jobs.items() if k[0][0] == cores), key=lambda kv: kv[0][1])[1])
+        out: dict = {key: [] for key in jobs}
+        for _ in range(repeats):
+            for key in sorted(jobs, key=lambda k: (k[1], k[0])):
+                out[key].append(run(key[0], jobs[key]))
+        return out
     finally:
-        kill_tree(lambda cmd: any(str(temp_dir) in part or part.endswith(f":{PORT}") for part in cmd))
+        dirs = [str(d) for _, d in heads.values()]
+        ports = [a.rsplit(":", 1)[1] for a, _ in heads.values()]
+        kill_tree(lambda cmd: any(d in part for part in cmd for d in dirs) or
+                  any(part.endswith(f":{p}") for part in cmd for p in ports))
 
 
 def kill_tree(match) -> None:
@@ -232,20 +260,24 @@ def cluster(tmp: Path, docs: int, repeats: int) -> None:
     """Speed-up on a running cluster, 4x and 8x input, and the split of wall time into fixed + per document."""
     mb8 = make_input(tmp / "x8", 8 * docs)
     sizes = {4: 4 * docs, 8: 8 * docs}
-    hot = {c: dict(zip(sizes, cluster_walls([job_file(tmp / f"x{k}", tmp / f"c{c}x{k}", c) for k in sizes],
-                                             c, repeats, tmp))) for c in (1, 2)}
+    jobs = {(c, k): job_file(tmp / f"x{k}", tmp / f"c{c}x{k}", c) for c in (1, 2) for k in sizes}
+    runs = cluster_walls(jobs, repeats, tmp)
     print(f"8x input: {sizes[8]} docs {mb8:.1f} MB (the corpus used twice, new ids)")
-    med = {c: {k: statistics.median(w for w, _ in runs) for k, runs in hot[c].items()} for c in hot}
-    cpu = {c: {k: statistics.median(u for _, u in runs) for k, runs in hot[c].items()} for c in hot}
-    for c in hot:
-        for k, runs in hot[c].items():
-            print(f"cluster, {c} CPU(s), {k}x input: " + ", ".join(f"{w:.1f}" for w, _ in runs) +
-                  f" s (median {med[c][k]:.1f}; {cpu[c][k]:.1f} CPU s, {cpu[c][k] / med[c][k] / c:.0%} busy)")
+    med = {key: statistics.median(w for w, _, _ in r) for key, r in runs.items()}
+    low = {key: min(w for w, _, _ in r) for key, r in runs.items()}
+    cpu = {key: statistics.median(u for _, u, _ in r) for key, r in runs.items()}
+    for (c, k), r in sorted(runs.items()):
+        print(f"cluster, {c} CPU(s), {k}x input: " + ", ".join(f"{w:.1f}" for w, _, _ in r) +
+              f" s (median {med[c, k]:.1f}; {cpu[c, k]:.1f} CPU s, {cpu[c, k] / med[c, k] / c:.0%} busy; "
+              f"stolen " + ", ".join(f"{st:.1f}" for _, _, st in r) + " s)")
     for k in sizes:
-        print(f"cluster speed-up 2 CPUs vs 1 CPU, {k}x input: {med[1][k] / med[2][k]:.2f}x  (target >= 1.8); "
-              f"CPU seconds 2 CPUs / 1 CPU: {cpu[2][k] / cpu[1][k]:.2f}")
-    per_doc = {c: (med[c][8] - med[c][4]) / (sizes[8] - sizes[4]) for c in hot}
-    fixed = {c: med[c][4] - per_doc[c] * sizes[4] for c in hot}
+        pairs = [a[0] / b[0] for a, b in zip(runs[1, k], runs[2, k])]
+        print(f"cluster speed-up 2 CPUs vs 1 CPU, {k}x input: {med[1, k] / med[2, k]:.2f}x median, "
+              f"{low[1, k] / low[2, k]:.2f}x fastest, pairs run back to back " +
+              ", ".join(f"{p:.2f}" for p in pairs) + "  (target >= 1.8); "
+              f"CPU seconds 2 CPUs / 1 CPU: {cpu[2, k] / cpu[1, k]:.2f}")
+    per_doc = {c: (med[c, 8] - med[c, 4]) / (sizes[8] - sizes[4]) for c in (1, 2)}
+    fixed = {c: med[c, 4] - per_doc[c] * sizes[4] for c in (1, 2)}
     print(f"wall = fixed + per-document: 1 CPU {fixed[1]:.1f} s + {1e3 * per_doc[1]:.3f} ms/doc, "
           f"2 CPUs {fixed[2]:.1f} s + {1e3 * per_doc[2]:.3f} ms/doc -> per-document part "
           f"{per_doc[1] / per_doc[2]:.2f}x faster")

@@ -18,9 +18,13 @@ BatchFn = Callable[[pa.Table], pa.Table]
 
 class Data(Protocol):
     def map_batches(self, fn: BatchFn) -> "Data": ...
-    def groupby_map(self, keys: list[str], fn: BatchFn, min_size: int = 1) -> "Data":
-        """Call `fn` once per group of at least `min_size` rows with all of that group's rows;
-        concatenate the outputs. `fn` must also accept zero rows (it then gives the output schema)."""
+    def groupby_map(self, keys: list[str], fn: BatchFn) -> "Data":
+        """Call `fn` once per group with all of that group's rows; concatenate the outputs.
+        For a few large groups (clusters, buckets, domains)."""
+    def partition_map(self, keys: list[str], fn: BatchFn) -> "Data":
+        """Call `fn` on tables of whole groups (all rows of a key in one call, any number of groups
+        per call; maybe zero rows); concatenate the outputs. For many small groups, such as dedup
+        keys, with a vectorized `fn` (polars `over`): no Python call per group."""
     def sample(self, n: int, seed: int = 0) -> pa.Table: ...
     def iter_batches(self, batch_size: int = 65536) -> Iterator[pa.Table]: ...
     def to_arrow(self) -> pa.Table: ...
@@ -38,7 +42,7 @@ class LocalData:
     def map_batches(self, fn: BatchFn) -> "LocalData":
         return LocalData(fn(self.table))
 
-    def groupby_map(self, keys: list[str], fn: BatchFn, min_size: int = 1) -> "LocalData":
+    def groupby_map(self, keys: list[str], fn: BatchFn) -> "LocalData":
         t = self.table
         if t.num_rows == 0:
             return LocalData(fn(t))
@@ -49,14 +53,15 @@ class LocalData:
         change[0] = True
         for col in key_cols:
             change[1:] |= col[1:] != col[:-1]
-        starts = np.append(np.flatnonzero(change), t.num_rows)
-        # Python calls only for the groups that count: dedup keys are nearly all singletons
-        big = np.flatnonzero(np.diff(starts) >= min_size)
-        outs = [fn(t.slice(a, b - a)) for a, b in zip(starts[big].tolist(), starts[big + 1].tolist())]
+        starts = np.append(np.flatnonzero(change), t.num_rows).tolist()
+        outs = [fn(t.slice(a, b - a)) for a, b in zip(starts[:-1], starts[1:])]
         outs = [o for o in outs if o is not None and o.num_rows]
         if not outs:
             return LocalData(fn(t.slice(0, 0)))
         return LocalData(pa.concat_tables(outs, promote_options="permissive"))
+
+    def partition_map(self, keys: list[str], fn: BatchFn) -> "LocalData":
+        return LocalData(fn(self.table))
 
     def sample(self, n: int, seed: int = 0) -> pa.Table:
         if n >= self.table.num_rows:

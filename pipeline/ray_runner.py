@@ -102,8 +102,8 @@ class RayData:
     """`pipeline.data.Data` backed by a Ray Dataset (see that module for the contract).
 
     `rows` is the number of documents behind the view when known. Below `LOCAL_GROUPBY_ROWS` a
-    `groupby_map` collects its (narrow, key-only) input and groups in memory with polars, which is
-    seconds faster than a Ray hash shuffle; above it, the shuffle runs across the cluster.
+    `groupby_map` or `partition_map` collects its (narrow, key-only) input and groups in memory, which
+    is seconds faster than a Ray hash shuffle; above it, the shuffle runs across the cluster.
     """
 
     def __init__(self, ds: "ray.data.Dataset", rows: int | None = None):
@@ -113,13 +113,27 @@ class RayData:
     def map_batches(self, fn):
         return RayData(self.ds.map_batches(fn, batch_format="pyarrow"), self.rows)
 
-    def groupby_map(self, keys, fn, min_size: int = 1):
+    def _local(self):
         if self.rows is not None and self.rows <= LOCAL_GROUPBY_ROWS:
             from pipeline.data import LocalData
-            return LocalData(self.to_arrow()).groupby_map(list(keys), fn, min_size)
-        parts = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        return RayData(self.ds.groupby(list(keys), num_partitions=parts).map_groups(
-            _at_least(fn, min_size), batch_format="pyarrow"))
+            return LocalData(self.to_arrow())
+        return None
+
+    def _partitions(self) -> int:
+        # a partition must stay one block (Ray Data splits blocks past 128 MiB): <= 1M narrow key rows
+        return max(2 * int(ray.cluster_resources().get("CPU", 1)), -(-(self.rows or 0) // 1_000_000), 2)
+
+    def groupby_map(self, keys, fn):
+        if (local := self._local()) is not None:
+            return local.groupby_map(list(keys), fn)
+        return RayData(self.ds.groupby(list(keys), num_partitions=self._partitions()).map_groups(
+            fn, batch_format="pyarrow"))
+
+    def partition_map(self, keys, fn):
+        if (local := self._local()) is not None:
+            return local.partition_map(list(keys), fn)
+        return RayData(self.ds.repartition(self._partitions(), shuffle=True, keys=list(keys)).map_batches(
+            fn, batch_size=None, batch_format="pyarrow"))
 
     def sample(self, n: int, seed: int = 0) -> pa.Table:
         total = self.count()
@@ -144,13 +158,6 @@ class RayData:
 
     def from_arrow(self, table: pa.Table) -> "RayData":
         return RayData(ray.data.from_arrow(table))
-
-
-def _at_least(fn, min_size: int):
-    """`fn` for groups of `min_size` rows or more; a smaller group gives `fn`'s empty output."""
-    def call(group: pa.Table) -> pa.Table:
-        return fn(group if group.num_rows >= min_size else group.slice(0, 0))
-    return call
 
 
 def _to_table(b) -> pa.Table:

@@ -14,16 +14,16 @@ _SCHEMA = pa.schema([("id", pa.string()), ("input_file", pa.string()), ("input_r
                      ("id_first_seen", pa.string())])
 
 
-def _dupes(group: pa.Table) -> pa.Table:
-    if group.num_rows < 2:
+def _dupes(rows: pa.Table) -> pa.Table:
+    """Over whole id groups: every row after the first (by file, row) of its id, with that first's place."""
+    if rows.num_rows == 0:
         return _SCHEMA.empty_table()
-    df = pl.from_arrow(group).sort(["input_file", "input_row"])
-    first = f"{df['input_file'][0]}:{df['input_row'][0]}"
-    rest = df[1:]
-    return pa.table({"id": rest["id"].to_arrow().cast(pa.string()),
-                     "input_file": rest["input_file"].to_arrow().cast(pa.string()),
-                     "input_row": rest["input_row"].to_arrow().cast(pa.int64()),
-                     "id_first_seen": pa.array([first] * rest.height, pa.string())}, schema=_SCHEMA)
+    df = pl.from_arrow(rows.select(["id", "input_file", "input_row"])).sort(["id", "input_file", "input_row"])
+    df = df.with_columns(pl.format("{}:{}", pl.col("input_file").first().over("id"),
+                                   pl.col("input_row").first().over("id")).alias("id_first_seen"),
+                         pl.int_range(pl.len()).over("id").alias("_rank"))
+    rest = df.filter(pl.col("_rank") > 0).drop("_rank")
+    return rest.to_arrow().cast(_SCHEMA) if rest.height else _SCHEMA.empty_table()
 
 
 class UniqueIds(GlobalStage):
@@ -36,7 +36,9 @@ class UniqueIds(GlobalStage):
     join_on = ("id", "input_file", "input_row")
 
     def fit(self, data) -> "UniqueIds":
-        self.decisions_ = data.groupby_map(["id"], _dupes, min_size=2).to_arrow()
+        self.decisions_ = data.partition_map(["id"], _dupes).to_arrow()
+        if self.decisions_.num_rows == 0:
+            self.decisions_ = _SCHEMA.empty_table()
         self.dupes_ = self.decisions_.num_rows
         return self
 

@@ -334,24 +334,33 @@ def test_tamis_command_output_and_exit_codes(ray_session, tmp_path, corpus_dir):
     assert bad.returncode == 2 and "job file not found" in bad.stderr
 
 
-def test_groupby_map_min_size_in_memory_and_in_a_ray_shuffle(ray_session, monkeypatch):
-    """Groups under `min_size` rows never reach `fn` (dedup keys are nearly all singletons), in
-    memory and in Ray's hash shuffle alike."""
+def test_groupby_and_partition_map_in_memory_and_in_a_ray_shuffle(ray_session, monkeypatch):
+    """`groupby_map` calls `fn` once per group; `partition_map` calls it on whole groups, several at
+    once, in memory and through Ray's hash shuffles alike."""
     import ray
 
     from pipeline import ray_runner
     from pipeline.data import LocalData
 
-    def _group_sizes(group: pa.Table) -> pa.Table:  # nested: Ray ships it by value
-        head = group.slice(0, 1)
-        return pa.table({"k": head["k"], "n": pa.array([group.num_rows] * head.num_rows, pa.int64())})
-    table = pa.table({"k": [3, 1, 2, 3, 1, 3, 4], "v": list(range(7))})
+    def _counts(part: pa.Table) -> pa.Table:  # nested: Ray ships it by value; one row per key and call
+        df = pl.from_arrow(part).group_by("k").agg(pl.len().cast(pl.Int64).alias("n"), pl.col("v").min().alias("call"))
+        return df.with_columns(pl.col("call").min()).to_arrow() if part.num_rows else pa.table({})
+    table = pa.table({"k": [i % 50 for i in range(1000)], "v": list(range(1000))})
+    whole = {k: 20 for k in range(50)}
     as_dict = lambda t: dict(zip(t["k"].to_pylist(), t["n"].to_pylist()))  # noqa: E731
-    assert as_dict(LocalData(table).groupby_map(["k"], _group_sizes).to_arrow()) == {1: 2, 2: 1, 3: 3, 4: 1}
-    assert as_dict(LocalData(table).groupby_map(["k"], _group_sizes, min_size=2).to_arrow()) == {1: 2, 3: 3}
+    calls = lambda t: len(set(t["call"].to_pylist()))  # noqa: E731
+    local = LocalData(table)
+    assert as_dict(local.groupby_map(["k"], _counts).to_arrow()) == whole
+    assert calls(local.groupby_map(["k"], _counts).to_arrow()) == 50
+    assert as_dict(local.partition_map(["k"], _counts).to_arrow()) == whole
+    assert calls(local.partition_map(["k"], _counts).to_arrow()) == 1
     monkeypatch.setattr(ray_runner, "LOCAL_GROUPBY_ROWS", 0)
-    shuffled = ray_runner.RayData(ray.data.from_arrow(table), rows=7).groupby_map(["k"], _group_sizes, min_size=2)
-    assert as_dict(shuffled.to_arrow()) == {1: 2, 3: 3}
+    ds = ray.data.from_arrow(table).repartition(8)
+    by_group = ray_runner.RayData(ds, rows=1000).groupby_map(["k"], _counts).to_arrow()
+    assert as_dict(by_group) == whole and calls(by_group) == 50
+    parts = ray_runner.RayData(ds, rows=1000).partition_map(["k"], _counts).to_arrow()
+    assert as_dict(parts) == whole and by_group.num_rows == parts.num_rows  # each key whole, in one call
+    assert 1 < calls(parts) < 50
 
 
 def test_stage_counters_ride_with_the_rows_once_through_rebatching():

@@ -1,0 +1,55 @@
+"""exact_dedup and unique_ids decisions: keep rules, group sizes, and the same answer in memory and
+through a Ray hash shuffle, on real text with many duplicate groups."""
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from pipeline.data import LocalData
+from scorers.exact_dedup import ExactDedup
+from scorers.unique_ids import UniqueIds
+
+
+@pytest.fixture(scope="module")
+def copies(corpus_dir) -> pa.Table:
+    """300 fortunes, each also as an upper-case copy with doubled spaces (a normalised duplicate);
+    every third one a third time as is."""
+    df = pl.read_parquet(corpus_dir / "fortunes.parquet").unique("text").head(300).select("id", "text")
+    df = df.with_columns(pl.col("id").cast(pl.Utf8))
+    upper = df.with_columns(pl.col("text").str.to_uppercase().str.replace_all(" ", "  "),
+                            ("u" + pl.col("id")).alias("id"))
+    third = df.gather_every(3).with_columns(("t" + pl.col("id")).alias("id"))
+    return pl.concat([df, upper, third]).sample(fraction=1.0, shuffle=True, seed=1).to_arrow()
+
+
+def decisions(stage, data) -> dict:
+    d = stage.fit(data).decisions_
+    return {r["id"]: (r["duplicate_of"], r["exact_group_size"]) for r in d.to_pylist()}
+
+
+def test_one_kept_per_normalised_text(copies):
+    got = decisions(ExactDedup(), LocalData(copies))
+    assert len(got) == 300 + 100  # every upper copy and every third copy; one original kept per group
+    assert all(not k.startswith("u") or v[0] == k[1:] or v[0] == "t" + k[1:] for k, v in got.items())
+    sizes = pl.DataFrame([{"kept": v[0], "size": v[1]} for v in got.values()]).group_by("kept").agg(
+        pl.len().alias("dups"), pl.col("size").first())
+    assert (sizes["dups"] + 1 == sizes["size"]).all() and set(sizes["size"]) == {2, 3}
+    longest = decisions(ExactDedup(keep="longest"), LocalData(copies))  # the doubled spaces win
+    spaced = {r["id"] for r in copies.to_pylist() if r["id"].startswith("u") and "  " in r["text"]}
+    assert len(longest) == len(got) and len(spaced) > 250 and not spaced & set(longest)
+
+
+def test_same_decisions_in_memory_and_through_a_ray_shuffle(ray_session, copies, monkeypatch):
+    import ray
+
+    from pipeline import ray_runner
+    monkeypatch.setattr(ray_runner, "LOCAL_GROUPBY_ROWS", 0)
+    ds = ray.data.from_arrow(copies).repartition(6)
+    on_ray = decisions(ExactDedup(), ray_runner.RayData(ds, rows=copies.num_rows))
+    assert on_ray == decisions(ExactDedup(), LocalData(copies))
+    ids = pa.table({"id": ["a", "b", "a", "c", "a", "b"], "input_file": ["f2", "f1", "f1", "f1", "f1", "f1"],
+                    "input_row": [1, 2, 9, 3, 4, 5]})
+    local = UniqueIds().fit(LocalData(ids)).decisions_.to_pylist()
+    assert sorted((r["input_file"], r["input_row"], r["id_first_seen"]) for r in local) == [
+        ("f1", 5, "f1:2"), ("f1", 9, "f1:4"), ("f2", 1, "f1:4")]
+    shuffled = UniqueIds().fit(ray_runner.RayData(ray.data.from_arrow(ids), rows=6)).decisions_.to_pylist()
+    assert sorted(map(str, shuffled)) == sorted(map(str, local))
