@@ -72,8 +72,8 @@ def carry_stats(batch: pa.Table, entries: list) -> pa.Table:
     store to the stream's sink, which records them in its manifest entry: a retried task's counters
     replace those of the failed try, and a resumed run keeps those of the work already done.
     """
-    first = [json.dumps(entries) if entries else None]
-    return batch.append_column(STATS_COLUMN, pa.array((first + [None] * batch.num_rows)[:batch.num_rows], pa.string()))
+    values = ([json.dumps(entries) if entries else None] + [None] * batch.num_rows)[:batch.num_rows]
+    return batch.append_column(STATS_COLUMN, pa.array(values, pa.string()))
 
 
 def with_reject_columns(batch: pa.Table) -> pa.Table:

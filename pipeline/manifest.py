@@ -3,9 +3,9 @@
 Every write of a stream (segment, final output, or a quarantined batch) records an entry
 `{unit-tag}-{batch-key}.json` listing the unit, the rows it covered, the files it wrote, their output
 summary and the stage counters of the work behind them; entries are written by atomic rename after
-the files, so a retried task replaces its entry and a resumed run keeps those of finished work. A unit is complete when its entries cover as many rows as
-the unit holds; an incomplete unit is reset (its files and entries deleted) and redone, so a crash at
-any point neither loses nor duplicates rows.
+the files, so a retried task replaces its entry and a resumed run keeps those of finished work. A
+unit is complete when its entries cover as many rows as the unit holds; an incomplete unit is reset
+(its files and entries deleted) and redone, so a crash at any point neither loses nor duplicates rows.
 """
 from __future__ import annotations
 

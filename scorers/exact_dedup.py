@@ -3,8 +3,9 @@
 `fit` hashes every live document (128 bits: two seeded 64-bit hashes), partitions the hashes across
 the cluster and, in each group of two or more, keeps one document by the keep rule (`lowest_id`,
 `longest`, `max:<column>`); the others get `duplicate_of` = the kept id. Groups are resolved with one
-polars window per partition, not a Python call per group (8,700 groups of two: 7.6 s -> 0.1 s). Only duplicates come back
-as decisions, so driver memory grows with the number of duplicates, not with the corpus.
+polars window per partition, not a Python call per group (4,246 pairs: ~7 s -> 0.015 s). Only
+duplicates come back as decisions, so driver memory grows with the number of duplicates, not with
+the corpus.
 """
 from __future__ import annotations
 
