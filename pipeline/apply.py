@@ -49,9 +49,9 @@ class BatchStats:
                           self.cpu_s + other.cpu_s, extra)
 
 
-def merge_stats(entries) -> dict[str, BatchStats]:
-    """Sum `[stage, counters dict]` pairs by stage."""
-    out: dict[str, BatchStats] = {}
+def merge_stats(entries, into: dict[str, BatchStats] | None = None) -> dict[str, BatchStats]:
+    """Sum `[stage, counters dict]` pairs by stage, onto `into` if given."""
+    out: dict[str, BatchStats] = {} if into is None else into
     for name, counters in entries:
         out[name] = out.get(name, BatchStats()) + BatchStats(**counters)
     return out

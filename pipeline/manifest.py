@@ -72,8 +72,7 @@ class Manifest:
             if len(rows) >= chunk:
                 total = merge_summaries([t for t in (total, pl.DataFrame(rows)) if t is not None])
                 rows = []
-            for name, st in merge_stats(e.get("stages", {}).items()).items():
-                stages[name] = stages[name] + st if name in stages else st
+            merge_stats(e.get("stages", {}).items(), into=stages)
         if rows:
             total = merge_summaries([t for t in (total, pl.DataFrame(rows)) if t is not None])
         return total, stages
