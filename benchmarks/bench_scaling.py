@@ -5,19 +5,21 @@ Input: shared-corpus documents in shards of 6,000 (1x = `--docs`, 4x = 4 * `--do
 
 - Memory: fresh `tamis run` subprocesses with their own embedded Ray (2 CPUs); the figure is the peak of
   the summed RSS of the driver and every Ray process it started, sampled every 0.2 s.
-- Speed-up (4x and 8x input): "N CPUs" means the whole job is pinned to N cores with `taskset`: the Ray cluster
-  (`ray start --head --num-cpus N`), its workers and the driver. Without pinning, a "1 CPU" Ray still
-  runs its driver, raylet and Ray Data's actors on the machine's other cores for free. Two ways:
+- Speed-up (4x, 8x and 16x input by default, `--sizes`): "N CPUs" means the whole job is pinned to N
+  cores with `taskset`: the Ray cluster (`ray start --head --num-cpus N`), its workers and the driver.
+  Without pinning, a "1 CPU" Ray still runs its driver, raylet and Ray Data's actors on the machine's
+  other cores for free. Two ways:
   - cluster: the job joins a running cluster (`tamis run --address`), as jobs do on a real cluster;
-    `--repeats` rounds, each starting a 1-CPU cluster (a warm-up job, the 4x and 8x jobs, stop) and
+    `--repeats` rounds, each starting a 1-CPU cluster (a warm-up job, one job per size, stop) and
     then a 2-CPU one, so that a drift in the host's load hits both alike; medians, fastest runs and
     the pairs of each round are printed, with the seconds the hypervisor stole from the pinned cores;
-    the two sizes split the wall time into a fixed part and a per-document part;
+    the smallest and largest sizes split the wall time into a fixed part and a per-document part;
   - embedded: one cold `tamis run` that starts its own Ray (start-up included);
   - ceiling: the same scorers without Ray on the 4x shards, one process on one core vs two processes
     on two cores (half the shards each): what this machine allows for the work itself.
 
-    .venv/bin/python benchmarks/bench_scaling.py [--docs 24000] [--repeats 2] [--parts memory,embedded,cluster,ceiling]
+    .venv/bin/python benchmarks/bench_scaling.py [--docs 24000] [--repeats 2] [--sizes 4,8,16]
+        [--parts memory,embedded,cluster,ceiling]
 """
 from __future__ import annotations
 
@@ -212,6 +214,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=24000, help="documents in the 1x input (4x is four times)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--sizes", default="4,8,16", help="cluster part: input sizes as multiples of --docs")
     ap.add_argument("--parts", default=",".join(PARTS), help="which measurements, comma-separated: " + ", ".join(PARTS))
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -235,23 +238,26 @@ def main() -> None:
                               "--no-progress"])[0] for c in (1, 2)}
             print(f"embedded, 4x input: 1 CPU {cold[1]:.1f} s, 2 CPUs {cold[2]:.1f} s -> {cold[1] / cold[2]:.2f}x")
         if "cluster" in parts:
-            cluster(tmp, args.docs, args.repeats)
+            cluster(tmp, args.docs, args.repeats, [int(k) for k in args.sizes.split(",")])
         if "ceiling" in parts:
             one, two = ceiling(tmp / "x4")
             print(f"ceiling, the scorers without Ray on the 4x input: 1 core {one:.1f} s, 2 cores {two:.1f} s "
                   f"-> {one / two:.2f}x")
 
 
-def cluster(tmp: Path, docs: int, repeats: int) -> None:
-    """Speed-up on a running cluster, 4x and 8x input, and the split of wall time into fixed + per document."""
-    mb8 = make_input(tmp / "x8", 8 * docs)
-    sizes = {4: 4 * docs, 8: 8 * docs}
+def cluster(tmp: Path, docs: int, repeats: int, factors: list[int]) -> None:
+    """Speed-up on a running cluster for inputs of `factors` x `docs` documents, and the split of wall
+    time into fixed + per document (from the smallest and largest input)."""
+    sizes = {k: k * docs for k in factors}
+    for k, n in sizes.items():
+        if not (tmp / f"x{k}").is_dir():
+            mb = make_input(tmp / f"x{k}", n)
+            print(f"{k}x input: {n} docs {mb:.1f} MB")
     jobs = {(c, k): job_file(tmp / f"x{k}", tmp / f"c{c}x{k}", c) for c in (1, 2) for k in sizes}
     if not (tmp / "x1").is_dir():
         make_input(tmp / "x1", docs)
     warm = {c: job_file(tmp / "x1", tmp / f"w{c}", c) for c in (1, 2)}
     runs = cluster_walls(jobs, warm, repeats, tmp)
-    print(f"8x input: {sizes[8]} docs {mb8:.1f} MB (the corpus used twice, new ids)")
     med = {key: statistics.median(w for w, _, _ in r) for key, r in runs.items()}
     low = {key: min(w for w, _, _ in r) for key, r in runs.items()}
     cpu = {key: statistics.median(u for _, u, _ in r) for key, r in runs.items()}
@@ -265,12 +271,13 @@ def cluster(tmp: Path, docs: int, repeats: int) -> None:
               f"{low[1, k] / low[2, k]:.2f}x fastest, pairs by round " +
               ", ".join(f"{p:.2f}" for p in pairs) + "  (target >= 1.8); "
               f"CPU seconds 2 CPUs / 1 CPU: {cpu[2, k] / cpu[1, k]:.2f}")
-    per_doc = {c: (med[c, 8] - med[c, 4]) / (sizes[8] - sizes[4]) for c in (1, 2)}
-    fixed = {c: med[c, 4] - per_doc[c] * sizes[4] for c in (1, 2)}
-    print(f"wall = fixed + per-document: 1 CPU {fixed[1]:.1f} s + {1e3 * per_doc[1]:.3f} ms/doc, "
-          f"2 CPUs {fixed[2]:.1f} s + {1e3 * per_doc[2]:.3f} ms/doc -> per-document part "
-          f"{per_doc[1] / per_doc[2]:.2f}x faster")
-
+    a, b = min(sizes), max(sizes)
+    if a != b:
+        per_doc = {c: (med[c, b] - med[c, a]) / (sizes[b] - sizes[a]) for c in (1, 2)}
+        fixed = {c: med[c, a] - per_doc[c] * sizes[a] for c in (1, 2)}
+        print(f"wall = fixed + per-document ({a}x and {b}x): 1 CPU {fixed[1]:.1f} s + {1e3 * per_doc[1]:.3f} ms/doc, "
+              f"2 CPUs {fixed[2]:.1f} s + {1e3 * per_doc[2]:.3f} ms/doc -> per-document part "
+              f"{per_doc[1] / per_doc[2]:.2f}x faster")
 
 if __name__ == "__main__":
     main()

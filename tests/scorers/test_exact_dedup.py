@@ -53,3 +53,19 @@ def test_same_decisions_in_memory_and_through_a_ray_shuffle(ray_session, copies,
         ("f1", 5, "f1:2"), ("f1", 9, "f1:4"), ("f2", 1, "f1:4")]
     shuffled = UniqueIds().fit(ray_runner.RayData(ray.data.from_arrow(ids), rows=6)).decisions_.to_pylist()
     assert sorted(map(str, shuffled)) == sorted(map(str, local))
+
+
+def test_normalisation_skips_nfkc_only_where_it_changes_nothing(corpus_dir):
+    """NFKC runs only on non-ASCII texts; the result equals NFKC on every text, on real text and on
+    compatibility forms that NFKC must fold (full-width letters, ligatures, no-break spaces)."""
+    from scorers._normalize import normalize_expr
+
+    df = pl.concat([pl.read_parquet(corpus_dir / f"{s}.parquet", columns=["text"]).head(2000)
+                    for s in ("dict-gcide", "bible-web", "linux-doc-6.1")])
+    df = pl.concat([df, pl.DataFrame({"text": ["Ｆｕｌｌ ｗｉｄｔｈ", "ﬁne ﬂow", "a\u00a0b\u2003c", "Å\u212b", "plain"]})])
+    assert 100 < (df["text"].str.len_bytes() != df["text"].str.len_chars()).sum() < df.height
+    everywhere = (pl.col("text").str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\s+", " ")
+                  .str.strip_chars())
+    got = df.select(normalize_expr("text"))["text"]
+    assert got.equals(df.select(everywhere)["text"])
+    assert got.tail(5).to_list() == ["full width", "fine flow", "a b c", "åå", "plain"]
