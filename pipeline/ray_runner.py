@@ -25,7 +25,8 @@ import ray
 from ray.data import ActorPoolStrategy
 
 from pipeline.apply import BatchStats, apply_stage, carry_stats, live_mask, pop_stats
-from pipeline.readers import Quarantine, ReadStats, file_tag, read_file
+from pipeline.readers import (Quarantine, ReadStats, file_tag, input_units, merge_read_stats, read_file,
+                              split_unit)
 from pipeline.rules import compile_rules
 from pipeline.manifest import Manifest, pending_units
 from pipeline.writers import merge_summaries, write_atomic, write_stream
@@ -282,7 +283,7 @@ def quarantine_batch(batch: pa.Table, error: str, ctx: dict, stages: dict | None
         rows = part["input_row"].to_pylist() if "input_row" in part.column_names else [None] * part.num_rows
         files = part["input_file"].to_pylist() if "input_file" in part.column_names else [unit] * part.num_rows
         raw = [json.dumps(r, default=str).encode() for r in part.drop_columns(
-            [c for c in ("path",) if c in part.column_names]).to_pylist()]
+            [c for c in ("path", UNIT_COL) if c in part.column_names]).to_pylist()]
         table = pa.table({"file": files, "row": rows, "error": [error] * part.num_rows, "raw": raw},
                          schema=QUARANTINE_SCHEMA)
         key = batch_key(part)
@@ -329,14 +330,18 @@ def _ship_plugin(cls) -> None:
 
 
 # ---------------------------------------------------------------- reading
+UNIT_COL = "_tamis_unit"  # the read unit (file, or part of a big Parquet file) a row of stream 0 came from
+
+
 def _read_shard_fn(run_dir: str, text_field: str, id_field: str | None, batch_rows: int, max_line_bytes: int):
     def read(batch: pa.Table):
-        for path in batch["path"].to_pylist():
+        for unit in batch["path"].to_pylist():
+            path, row_groups = split_unit(unit)
             stats = ReadStats(file=path)
             q = Quarantine(path)
-            for t in read_file(Path(path), stats, q, text_field, id_field, batch_rows, max_line_bytes):
-                yield t
-            tag = file_tag(path)
+            for t in read_file(Path(path), stats, q, text_field, id_field, batch_rows, max_line_bytes, row_groups):
+                yield t.append_column(UNIT_COL, pa.array([unit] * t.num_rows, pa.string()))
+            tag = file_tag(unit)
             if q.rows:
                 write_atomic(q.table(), Path(run_dir) / "quarantine" / f"{tag}.parquet")
             tmp = Path(run_dir) / "_work" / "read" / f".{tag}.json.tmp"
@@ -475,7 +480,7 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
         _ship_plugin(type(p.stage))
         p.stage.prepare()
     text_field, id_field = spec.fields.text, spec.fields.id
-    inputs = [str(p) for p in job.input_files]
+    inputs = input_units([str(p) for p in job.input_files], spec.read.split_bytes)
     fit_reports: dict[str, dict] = {}
     streams = _streams(job.stages)
     units: list[str] = inputs
@@ -487,7 +492,7 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
             todo = pending_units(manifest, _read_expected(run_dir, inputs))
             ds = _over_files(todo, _read_shard_fn(str(run_dir), text_field, id_field, spec.read.batch_rows,
                                                   spec.read.max_line_bytes), len(todo))
-            unit_col = "input_file"
+            unit_col = UNIT_COL
         else:
             seg = run_dir / "_work" / f"seg-{s:02d}-{heads[0].name}"
             files = sorted(units)
@@ -522,7 +527,8 @@ def run_pipeline(job, run_dir: Path, progress: bool = True) -> dict:
         if not last:
             units = sorted(f for e in Manifest(run_dir, stream).entries() for f in e["files"]
                            if f.startswith(target))
-    read_stats = [json.loads(f.read_text()) for f in sorted((run_dir / "_work" / "read").glob("*.json"))]
+    read_stats = merge_read_stats([json.loads((run_dir / "_work" / "read" / f"{file_tag(u)}.json").read_text())
+                                   for u in inputs])
     parts, stage_stats = [], {}
     for s in range(len(streams)):
         part, stages = Manifest(run_dir, f"stream-{s:02d}").totals()

@@ -1,7 +1,8 @@
 """Streaming readers for JSONL (plain, .gz, .zst), Parquet, Arrow and `datasets.save_to_disk` folders.
 
 `read_file` yields Arrow batches of documents with `id`, `text`, the input's other columns and the
-provenance columns `input_file` / `input_row`. Anything that cannot become a document (malformed
+provenance columns `input_file` / `input_row`. `input_units` splits large Parquet files into runs of
+row groups, so that one big file is read by many tasks. Anything that cannot become a document (malformed
 JSON, invalid UTF-8, a missing or non-string text field) goes to the `Quarantine` with the file, the
 line or row, the error and the raw bytes; nothing is dropped silently.
 """
@@ -11,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -54,6 +56,53 @@ class Quarantine:
 def file_tag(path: str) -> str:
     """Short stable tag of a file path, used in generated ids and output names."""
     return hashlib.sha1(path.encode()).hexdigest()[:10]
+
+
+UNIT_SEP = "#row_groups="
+
+
+def input_units(paths: list[str], split_bytes: int) -> list[str]:
+    """The read units of the inputs, one read task each: a Parquet file larger than `split_bytes`
+    becomes parts of consecutive row groups of about `split_bytes` compressed (`FILE#row_groups=A-B`,
+    groups A to B-1); any other input, or a file of one row group, is one unit."""
+    units = []
+    for p in paths:
+        if input_kind(Path(p)) != "parquet" or os.path.getsize(p) <= split_bytes:
+            units.append(p)
+            continue
+        meta = pq.ParquetFile(p).metadata
+        parts, start, size = [], 0, 0
+        for i in range(meta.num_row_groups):
+            rg = meta.row_group(i)
+            size += sum(rg.column(j).total_compressed_size for j in range(rg.num_columns))
+            if size >= split_bytes or i == meta.num_row_groups - 1:
+                parts.append((start, i + 1))
+                start, size = i + 1, 0
+        units += [p] if len(parts) <= 1 else [f"{p}{UNIT_SEP}{a}-{b}" for a, b in parts]
+    return units
+
+
+def split_unit(unit: str) -> tuple[str, tuple[int, int] | None]:
+    """(file, (first row group, end row group) or None for the whole file) of a read unit."""
+    path, sep, groups = unit.rpartition(UNIT_SEP)
+    if not sep:
+        return unit, None
+    a, b = groups.split("-")
+    return path, (int(a), int(b))
+
+
+def merge_read_stats(stats: list[dict]) -> list[dict]:
+    """The read stats of a file's units summed into one entry per file, in first-seen order."""
+    out: dict[str, dict] = {}
+    for st in stats:
+        if st["file"] not in out:
+            out[st["file"]] = {**st, "warnings": list(st["warnings"])}
+            continue
+        into = out[st["file"]]
+        for k in ("rows_read", "rows_ok", "rows_quarantined", "bytes_read"):
+            into[k] += st[k]
+        into["warnings"] += st["warnings"]
+    return list(out.values())
 
 
 def input_kind(path: Path) -> str:
@@ -176,9 +225,11 @@ def _parse_lines(path, stats, q, text_field, id_field, batch_rows, max_line_byte
                 rows.clear()
 
 
-def _arrow_batches(path: Path, kind: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _arrow_batches(path: Path, kind: str, batch_rows: int, row_groups: tuple[int, int] | None
+                   ) -> Iterator[pa.RecordBatch]:
     if kind == "parquet":
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+        groups = None if row_groups is None else list(range(*row_groups))
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, row_groups=groups)
         return
     if kind == "arrow":
         files = [path]
@@ -199,9 +250,12 @@ def _arrow_batches(path: Path, kind: str, batch_rows: int) -> Iterator[pa.Record
 
 
 def _read_columnar(path: Path, kind: str, stats: ReadStats, q: Quarantine, text_field: str,
-                   id_field: str | None, batch_rows: int) -> Iterator[pa.Table]:
-    offset = 0
-    for batch in _arrow_batches(path, kind, batch_rows):
+                   id_field: str | None, batch_rows: int, row_groups: tuple[int, int] | None) -> Iterator[pa.Table]:
+    offset = 0  # rows are numbered within the file, whatever part of it is read
+    if row_groups is not None:
+        meta = pq.ParquetFile(path).metadata
+        offset = sum(meta.row_group(i).num_rows for i in range(row_groups[0]))
+    for batch in _arrow_batches(path, kind, batch_rows, row_groups):
         table = pa.Table.from_batches([batch])
         n = table.num_rows
         rows = pa.array(range(offset, offset + n), pa.int64())
@@ -232,14 +286,15 @@ def _read_columnar(path: Path, kind: str, stats: ReadStats, q: Quarantine, text_
 
 def read_file(path: Path, stats: ReadStats, q: Quarantine, text_field: str = "text",
               id_field: str | None = "id", batch_rows: int = 2000,
-              max_line_bytes: int = 256 * 1024**2) -> Iterator[pa.Table]:
-    """Yield document batches of one input; problems go to `q`, counts to `stats`."""
+              max_line_bytes: int = 256 * 1024**2, row_groups: tuple[int, int] | None = None) -> Iterator[pa.Table]:
+    """Yield document batches of one input (of its Parquet `row_groups` A to B-1 if given); problems go
+    to `q`, counts to `stats`."""
     kind = input_kind(path)
     try:
         if kind == "jsonl":
             gen = _read_jsonl(path, stats, q, text_field, id_field, batch_rows, max_line_bytes)
         else:
-            gen = _read_columnar(path, kind, stats, q, text_field, id_field, batch_rows)
+            gen = _read_columnar(path, kind, stats, q, text_field, id_field, batch_rows, row_groups)
         for t in gen:
             stats.rows_ok += t.num_rows
             yield t
@@ -249,5 +304,5 @@ def read_file(path: Path, stats: ReadStats, q: Quarantine, text_field: str = "te
         q.add(-1, f"file unreadable past row {stats.rows_read}: {type(e).__name__}: {e}", None)
         stats.rows_read += 1
     stats.rows_quarantined = len(q.rows)
-    if stats.rows_read == 0:
+    if stats.rows_read == 0 and row_groups is None:
         stats.warnings.append(f"{path}: empty input (0 rows)")

@@ -62,6 +62,7 @@ class RaySpec(_Strict):
 class ReadSpec(_Strict):
     batch_rows: int = Field(default=2000, ge=1)
     max_line_bytes: int = Field(default=256 * 1024**2, ge=1024)
+    split_bytes: int = Field(default=32 * 1024**2, ge=1)
 
 
 class JobSpec(_Strict):

@@ -110,8 +110,7 @@ def write_stream(batch: pa.Table, run_dir: str, stream: str, unit_col: str, targ
     units = pc.unique(batch[unit_col]).to_pylist()
     for unit in units:
         part = batch.filter(pc.equal(batch[unit_col], unit)) if len(units) > 1 else batch
-        if unit_col == "path":
-            part = part.drop_columns(["path"])
+        part = part.drop_columns([unit_col])  # bookkeeping (the read unit or segment file), not data
         key = batch_key(part)
         name = f"part-{file_tag(unit)}-{key}.parquet"
         if target == "final":

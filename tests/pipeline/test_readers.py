@@ -1,12 +1,13 @@
 import gzip
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.readers import Quarantine, ReadStats, read_file
+from pipeline.readers import Quarantine, ReadStats, input_units, merge_read_stats, read_file, split_unit
 
 
 def read(path, **kw):
@@ -106,3 +107,34 @@ def test_truncated_gzip_keeps_what_was_read(tmp_path):
 def test_real_corpus_parquet(corpus_dir):
     t, stats, q = read(corpus_dir / "reuters-tm.parquet")
     assert t.num_rows == 81 and not q.rows and set(t.column_names) >= {"id", "text", "domain", "license"}
+
+
+def test_big_parquet_is_split_into_row_group_units_that_read_like_the_whole_file(tmp_path, corpus_dir):
+    """A Parquet file over `split_bytes` is read as runs of row groups; the parts give the same ids,
+    rows and text as the whole file, and their read stats sum back to one entry per file."""
+    docs = pq.read_table(corpus_dir / "dict-gcide.parquet").slice(0, 3000).drop_columns(["id"])
+    big = tmp_path / "big.parquet"
+    pq.write_table(docs, big, row_group_size=500)  # 6 row groups, ids generated from the row number
+    small = lines(tmp_path, "x.jsonl", GOOD)
+    size = big.stat().st_size
+    assert input_units([str(big), str(small)], size) == [str(big), str(small)]  # not over the limit
+    assert input_units([str(small)], 1) == [str(small)]  # JSONL is never split
+    units = input_units([str(big)], 1)
+    assert units == [f"{big}#row_groups={i}-{i + 1}" for i in range(6)]
+    halves = input_units([str(big)], size // 2)
+    assert 2 <= len(halves) <= 3 and split_unit(halves[0]) == (str(big), (0, split_unit(halves[0])[1][1]))
+    whole, whole_stats, _ = read(big)
+    parts, stats = [], []
+    for unit in halves:
+        path, groups = split_unit(unit)
+        t, st, q = read(Path(path), row_groups=groups)
+        parts.append(t)
+        stats.append(st.__dict__)
+    got = pa.concat_tables(parts)
+    for col in ("id", "input_row", "text", "input_file"):
+        assert got[col].to_pylist() == whole[col].to_pylist()
+    assert got["input_row"].to_pylist() == list(range(3000))
+    merged = merge_read_stats(stats)
+    assert len(merged) == 1 and {k: merged[0][k] for k in ("file", "rows_read", "rows_ok")} == {
+        "file": str(big), "rows_read": 3000, "rows_ok": 3000}
+    assert whole_stats.rows_read == 3000

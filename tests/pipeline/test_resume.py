@@ -76,9 +76,9 @@ def shards(tmp_path_factory, corpus_dir):
     return d
 
 
-def job_file(shards, tmp_path, stage: str) -> Path:
+def job_file(shards, tmp_path, stage: str, inputs: str = "", read: str = "") -> Path:
     p = tmp_path / "job.yaml"
-    p.write_text(f"inputs: [{shards}]\nread: {{batch_rows: 20}}\nstages:\n{stage}\n"
+    p.write_text(f"inputs: [{inputs or shards}]\nread: {{batch_rows: 20{read}}}\nstages:\n{stage}\n"
                  "  - use: exact_dedup\n    keep: default\n")
     return p
 
@@ -93,21 +93,30 @@ def stage_counters(run: Path) -> dict[str, tuple]:
     return {r["stage"]: (r["batches"], r["rows_in"], r["quarantined_rows"]) for r in reps}
 
 
-def test_sigkill_then_resume_gives_identical_output(ray_session, shards, tmp_path):
-    stage = "  - class: crashy:Slow\n    params: {delay: 0.3}"
+@pytest.mark.parametrize("split", [False, True], ids=["six-files", "one-file-in-six-parts"])
+def test_sigkill_then_resume_gives_identical_output(ray_session, shards, tmp_path, split):
+    """Six files: killed once all are scored (in the global stage). One file in six parts: killed
+    once two parts are written, so the resumed run redoes the other parts of the same file."""
+    stage = f"  - class: crashy:Slow\n    params: {{delay: {1.0 if split else 0.3}}}"
     env = {**os.environ, "PYTHONPATH": f"{shards / 'plug'}:{REPO}"}
-    job = job_file(shards, tmp_path, stage)
+    if split:  # the same 600 documents as one Parquet file of 6 row groups, read in 6 parts
+        one = tmp_path / "one.parquet"
+        pl.concat([pl.read_ndjson(f) for f in sorted(shards.glob("part-*.jsonl"))]).write_parquet(one, row_group_size=100)
+    job = job_file(shards, tmp_path, stage, *((str(one), ", split_bytes: 1") if split else ()))
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--output", str(out),
                              "--no-progress"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "_work" / "manifest" / "stream-00"
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(manifest.glob("*.json"))) < 6:
-        time.sleep(0.2)
+    want = 2 if split else 6
+    while time.time() < deadline and len(list(manifest.glob("*.json"))) < want:
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert len(list(manifest.glob("*.json"))) >= 6, "the run never got going"
+    done = len(list(manifest.glob("*.json")))
+    assert done >= want, "the run never got going"
+    assert done < 6 or not split, "the kill came after the last part"
     assert not (out / "reports" / "summary.json").exists()
     sys.path.insert(0, str(shards / "plug"))
     summary = run_job(load_job(job, output=str(out)), progress=False)
@@ -119,7 +128,9 @@ def test_sigkill_then_resume_gives_identical_output(ray_session, shards, tmp_pat
     assert summary["curated"] == clean["curated"] and summary["rejected"] == clean["rejected"]
     # The counters of the work the killed run finished survive in its manifests: none lost or doubled.
     assert stage_counters(out) == stage_counters(tmp_path / "clean")
-    assert stage_counters(out)["slow"] == (6, 600, 0)  # a batch per file: Ray Data joins the reads
+    assert stage_counters(out)["slow"] == (6, 600, 0)  # a batch per unit: Ray Data joins the reads
+    units = {json.loads(p.read_text())["unit"] for p in manifest.glob("*.json")}
+    assert len(units) == 6 and all(("#row_groups=" in u) == split for u in units)
     # Running a finished job again changes nothing.
     again = run_job(load_job(job, output=str(out)), progress=False)
     assert again["curated"] == summary["curated"] and curated_ids(out) == ids

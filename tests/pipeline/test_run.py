@@ -375,3 +375,25 @@ def test_stage_counters_ride_with_the_rows_once_through_rebatching():
     assert (got["s"].batches, got["s"].rows_in, got["t"].batches) == (2, 5, 1)
     assert [pop_stats(p)[0].column_names for p in parts] == [["x"]] * 3
     assert pop_stats(carry_stats(pa.table({"x": pa.array([], pa.int64())}), [["s", {}]]))[1] == []
+
+
+def test_big_parquet_input_split_across_tasks(ray_session, tmp_path, corpus_dir):
+    """One Parquet file read as 5 units of row groups gives the output of reading it whole, and one
+    input entry in the summary (resuming by part: `test_resume`)."""
+    docs = pl.concat([pl.read_parquet(corpus_dir / f"{s}.parquet").head(1000) for s in ("linux-doc-6.1", "dict-jargon")])
+    docs.write_parquet(tmp_path / "big.parquet", row_group_size=400)
+    runs = {}
+    for name, split in (("whole", 1 << 40), ("split", 1)):
+        job = tmp_path / f"{name}.yaml"
+        job.write_text(f"inputs: [{tmp_path / 'big.parquet'}]\nread: {{batch_rows: 200, split_bytes: {split}}}\n"
+                       "stages:\n  - use: gopher_quality\n    keep: default\n  - use: exact_dedup\n    keep: default\n")
+        runs[name] = run_job(load_job(job, output=str(tmp_path / name)), progress=False)
+    whole, split = runs["whole"], runs["split"]
+    assert split["conservation"]["holds"] and split["rows_read"] == whole["rows_read"] == 2000
+    assert [i["file"] for i in split["inputs"]] == [str(tmp_path / "big.parquet")]
+    assert split["inputs"][0]["rows_ok"] == 2000 and 0 < split["curated"] < 2000
+    for part in ("curated", "rejected"):
+        assert ids_in(tmp_path / "split" / part) == ids_in(tmp_path / "whole" / part)
+    manifest = tmp_path / "split" / "_work" / "manifest" / "stream-00"
+    units = {json.loads(p.read_text())["unit"] for p in manifest.glob("*.json")}
+    assert len(units) == 5 and all("#row_groups=" in u for u in units)
