@@ -2,9 +2,9 @@
 
 `read_file` yields Arrow batches of documents with `id`, `text`, the input's other columns and the
 provenance columns `input_file` / `input_row`. `input_units` splits large Parquet files into runs of
-row groups, so that one big file is read by many tasks. Anything that cannot become a document (malformed
-JSON, invalid UTF-8, a missing or non-string text field) goes to the `Quarantine` with the file, the
-line or row, the error and the raw bytes; nothing is dropped silently.
+row groups, so that one big file is read by many tasks. Anything that cannot become a document
+(malformed JSON, invalid UTF-8, a missing or non-string text field) goes to the `Quarantine` with the
+file, the line or row, the error and the raw bytes; nothing is dropped silently.
 """
 from __future__ import annotations
 
@@ -64,13 +64,18 @@ UNIT_SEP = "#row_groups="
 def input_units(paths: list[str], split_bytes: int) -> list[str]:
     """The read units of the inputs, one read task each: a Parquet file larger than `split_bytes`
     becomes parts of consecutive row groups of about `split_bytes` compressed (`FILE#row_groups=A-B`,
-    groups A to B-1); any other input, or a file of one row group, is one unit."""
+    groups A to B-1); any other input, a file of one row group, or one whose footer cannot be read (its
+    read task reports why) is one unit."""
     units = []
     for p in paths:
         if input_kind(Path(p)) != "parquet" or os.path.getsize(p) <= split_bytes:
             units.append(p)
             continue
-        meta = pq.ParquetFile(p).metadata
+        try:
+            meta = pq.ParquetFile(p).metadata
+        except (OSError, pa.ArrowException):
+            units.append(p)
+            continue
         parts, start, size = [], 0, 0
         for i in range(meta.num_row_groups):
             rg = meta.row_group(i)

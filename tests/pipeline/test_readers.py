@@ -119,6 +119,10 @@ def test_big_parquet_is_split_into_row_group_units_that_read_like_the_whole_file
     size = big.stat().st_size
     assert input_units([str(big), str(small)], size) == [str(big), str(small)]  # not over the limit
     assert input_units([str(small)], 1) == [str(small)]  # JSONL is never split
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(big.read_bytes()[:size // 2])  # no footer: one unit, whose reader quarantines it
+    assert input_units([str(broken)], 1) == [str(broken)]
+    assert read(broken)[2].rows[0][1].startswith("file unreadable")
     units = input_units([str(big)], 1)
     assert units == [f"{big}#row_groups={i}-{i + 1}" for i in range(6)]
     halves = input_units([str(big)], size // 2)
