@@ -282,8 +282,7 @@ def quarantine_batch(batch: pa.Table, error: str, ctx: dict, stages: dict | None
         part = batch.filter(pc.equal(batch[unit_col], unit))
         rows = part["input_row"].to_pylist() if "input_row" in part.column_names else [None] * part.num_rows
         files = part["input_file"].to_pylist() if "input_file" in part.column_names else [unit] * part.num_rows
-        raw = [json.dumps(r, default=str).encode() for r in part.drop_columns(
-            [c for c in ("path", UNIT_COL) if c in part.column_names]).to_pylist()]
+        raw = [json.dumps(r, default=str).encode() for r in part.drop_columns([unit_col]).to_pylist()]
         table = pa.table({"file": files, "row": rows, "error": [error] * part.num_rows, "raw": raw},
                          schema=QUARANTINE_SCHEMA)
         key = batch_key(part)
