@@ -96,13 +96,13 @@ class Batched:
         self.table, self.rows = table, rows
 
     def map_batches(self, fn):
-        from pipeline.data import LocalData
+        from tamis.pipeline.data import LocalData
         outs = [fn(pa.Table.from_batches([b])) for b in self.table.to_batches(max_chunksize=self.rows)]
         return LocalData(pa.concat_tables(outs))
 
 
 def tamis_run(table: pa.Table, eval_path: str) -> tuple[dict, set]:
-    from scorers.decontaminate import Decontaminate
+    from tamis.scorers.decontamination.decontaminate import Decontaminate
 
     stage = Decontaminate(eval_sets=[{"name": "bench", "path": eval_path, "fields": ["question", "answer"]}])
     t0, c0 = time.perf_counter(), time.process_time()

@@ -5,7 +5,7 @@ Run:  .venv/bin/python benchmarks/bench_diversity.py [--per-source 300] [--budge
 One run, same data for every method: a multi-domain pool from ../shared/corpus (first 3,000
 characters per document), a held-out validation set per domain, a real quality signal (share of
 letters x log words: long prose scores high, dictionary entries and code low). Each selection is
-scored by the proxy validation loss (`mixers.proxies.train_proxy('ngram', ...)`, byte-level 5-gram
+scored by the proxy validation loss (`tamis.mixers.proxy_models.train_proxy('ngram', ...)`, byte-level 5-gram
 LM, nats per byte) on every domain's validation set; lower is better. Also prints clusters covered,
 cluster entropy and mean quality, and docs/s of both embedding backends.
 """
@@ -20,12 +20,13 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from mixers.cluster_sampler import ClusterSampler, entropy
-from mixers.embed import EmbedScorer, embedding_matrix
-from mixers.kmeans import KMeansStage
-from mixers.proxies import train_proxy
-from pipeline.data import LocalData
-from scorers.semantic_dedup import SemanticDedup
+from tamis.mixers.cluster_sample import ClusterSample, entropy
+from tamis.mixers.embed import Embed
+from tamis.pipeline.vectors.embeddings import embedding_matrix
+from tamis.mixers.kmeans import KMeans
+from tamis.mixers.proxy_models import train_proxy
+from tamis.pipeline.data import LocalData
+from tamis.scorers.dedup.semantic import SemanticDedup
 
 CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
 SOURCES = ("dict-wn", "dict-gcide", "dict-foldoc", "fortunes", "linux-doc-6.1", "python-stdlib",
@@ -72,14 +73,14 @@ def evaluate(name, idx, table, valid, cid, k, proxy_tokens, rows):
                  "worst_domain_loss": float(max(losses.values())), "proxy_s": time.perf_counter() - t0})
 
 
-def selected_rows(stage: ClusterSampler, data: LocalData, ids: np.ndarray) -> tuple[np.ndarray, float]:
+def selected_rows(stage: ClusterSample, data: LocalData, ids: np.ndarray) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     d = stage.fit(data).decisions_
     chosen = set(np.array(d["id"].to_pylist())[d["sample_selected"].to_numpy(zero_copy_only=False)])
     return np.flatnonzero(np.isin(ids, list(chosen))), time.perf_counter() - t0
 
 
-def embed_rate(scorer: EmbedScorer, texts: pa.Table) -> tuple[float, float]:
+def embed_rate(scorer: Embed, texts: pa.Table) -> tuple[float, float]:
     """(docs per wall second, docs per CPU second of this process)."""
     scorer.setup()
     scorer.score(texts.slice(0, 8))  # warm-up
@@ -99,7 +100,7 @@ def semdedup_check(table: pa.Table, n: int, seed: int) -> list[dict]:
     orig = {f"copy{i}": base["id"].to_pylist()[base["text"].to_pylist().index(s)] for i, s in enumerate(src)}
     out = []
     for backend in ("transformer", "hashed"):
-        e = t.append_column("embedding", EmbedScorer(backend=backend).score(t)["embedding"])
+        e = t.append_column("embedding", Embed(backend=backend).score(t)["embedding"])
         m = embedding_matrix(e["embedding"])
         pos = {i: k for k, i in enumerate(ids)}
         pair_cos = np.array([m[pos[c]] @ m[pos[o]] for c, o in orig.items()])
@@ -134,11 +135,11 @@ def main() -> None:
     print(f"pool: {table.num_rows} docs, {mb:.1f} MB, {len(set(table['domain'].to_pylist()))} domains; "
           f"validation: {sum(map(len, valid.values()))} docs in {len(valid)} domain sets")
 
-    hashed = EmbedScorer(backend="hashed")
+    hashed = Embed(backend="hashed")
     wall_h, cpu_h = embed_rate(hashed, table)
     rng = np.random.default_rng(args.seed)
     some = table.take(pa.array(np.sort(rng.choice(table.num_rows, args.transformer_docs, replace=False))))
-    wall_t, cpu_t = embed_rate(EmbedScorer(backend="transformer"), some)
+    wall_t, cpu_t = embed_rate(Embed(backend="transformer"), some)
     wall_hs, cpu_hs = embed_rate(hashed, some)
     print(f"embedding (first 3,000 chars per doc), docs per CPU-second (per wall second):\n"
           f"  hashed, whole pool: {cpu_h:,.0f} ({wall_h:,.0f})\n"
@@ -147,7 +148,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     table = table.append_column("embedding", hashed.score(table)["embedding"])
-    km = KMeansStage(n_clusters=args.clusters, n_iter=50, n_redo=2, pca_dim=64, n_terms=5).fit(LocalData(table))
+    km = KMeans(n_clusters=args.clusters, n_iter=50, n_redo=2, pca_dim=64, n_terms=5).fit(LocalData(table))
     table = table.append_column("cluster_id", km.transform(table)["cluster_id"])
     print(f"embed + kmeans (k={args.clusters}, PCA 64): {time.perf_counter() - t0:.1f}s")
 
@@ -159,12 +160,12 @@ def main() -> None:
     rows: list[dict] = []
     fit_s = {}
     common = dict(budget=budget, unit="tokens", tokens_column="tokens", quality="quality", seed=args.seed)
-    for name, st in [("sampler uniform (kMQ)", ClusterSampler(**common)),
-                     ("sampler proportional", ClusterSampler(**common, allocation="proportional")),
-                     ("sampler sqrt", ClusterSampler(**common, allocation="sqrt")),
-                     ("sampler iterative (ngram proxy)", ClusterSampler(**common, refine="iterative", rounds=3,
+    for name, st in [("sampler uniform (kMQ)", ClusterSample(**common)),
+                     ("sampler proportional", ClusterSample(**common, allocation="proportional")),
+                     ("sampler sqrt", ClusterSample(**common, allocation="sqrt")),
+                     ("sampler iterative (ngram proxy)", ClusterSample(**common, refine="iterative", rounds=3,
                                                                         proxy_tokens=200_000)),
-                     ("sampler ucb (Quad)", ClusterSampler(**common, refine="ucb"))]:
+                     ("sampler ucb (Quad)", ClusterSample(**common, refine="ucb"))]:
         idx, fit_s[name] = selected_rows(st, data, ids)
         evaluate(name, idx, table, valid, cid, args.clusters, proxy_tokens, rows)
     evaluate("top-k by quality", prefix_by_tokens(np.argsort(-q, kind="stable"), tokens, budget), table, valid, cid,

@@ -25,9 +25,9 @@ import pyarrow as pa  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.rules import compile_rules, first_failure  # noqa: E402
-from scorers.gopher_quality import GopherQualityScorer  # noqa: E402
-from scorers.gopher_repetition import GopherRepetitionScorer  # noqa: E402
+from tamis.pipeline.rules import compile_rules, first_failure  # noqa: E402
+from tamis.scorers.gopher.quality import GopherQuality  # noqa: E402
+from tamis.scorers.gopher.repetition import GopherRepetition  # noqa: E402
 
 CORPUS = (REPO / ".." / "shared" / "corpus").resolve()
 
@@ -49,7 +49,7 @@ def load_sample(n_docs: int, max_bytes: int, seed: int = 0) -> pl.DataFrame:
 
 
 def run_tamis(batch: pa.Table, batch_size: int) -> tuple[float, list[bool]]:
-    scorers = [GopherQualityScorer(), GopherRepetitionScorer()]
+    scorers = [GopherQuality(), GopherRepetition()]
     rules = compile_rules({k: v for s in scorers for k, v in s.default_rules().items()})
     for s in scorers:  # warm up (regex compilation), as DataTrove's spaCy is loaded before timing
         s.score(batch.slice(0, 8))

@@ -1,4 +1,4 @@
-"""Language ID: tamis' `LangIdScorer` (py3langid model, batch-vectorised) against py3langid's own
+"""Language ID: tamis' `LangId` (py3langid model, batch-vectorised) against py3langid's own
 `LanguageIdentifier.classify` called per document, on the same normalised text (first 2,000
 characters, whitespace collapsed), one core each. Both must give the same languages (checked).
 
@@ -30,7 +30,7 @@ OUT = REPO / "benchmarks" / "_out"
 def main() -> None:
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    from scorers.langid import LangIdScorer, normalize_for_lid
+    from tamis.scorers.langid import LangId, normalize_for_lid
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=6000)
@@ -39,7 +39,7 @@ def main() -> None:
     t = corpus_table(["id", "text"])
     idx = np.sort(np.random.default_rng(0).choice(t.num_rows, min(args.docs, t.num_rows), replace=False))
     t = t.take(pa.array(idx))
-    stage = LangIdScorer()
+    stage = LangId()
     stage.setup()
     mb = (pc.sum(pc.binary_length(normalize_for_lid(t["text"], stage.max_chars).to_arrow())).as_py()) / 1e6
 
@@ -57,7 +57,7 @@ def main() -> None:
     differ = sum(a != b and x.strip() != "" for a, b, x in zip(langs, ref, norm))
     n = t.num_rows
     print(f"{n} docs, {mb:.1f} MB read by the model (first {stage.max_chars} chars), one core each")
-    print(f"  tamis LangIdScorer (vectorised)   {n / tamis_s:8.0f} docs/s  {mb / tamis_s:6.2f} MB/s per CPU-second")
+    print(f"  tamis LangId (vectorised)   {n / tamis_s:8.0f} docs/s  {mb / tamis_s:6.2f} MB/s per CPU-second")
     print(f"  py3langid classify per document   {n / ref_s:8.0f} docs/s  {mb / ref_s:6.2f} MB/s per CPU-second")
     print(f"  speed-up {ref_s / tamis_s:.2f}x; languages differing on non-empty text: {differ}")
     OUT.mkdir(exist_ok=True)

@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 CORPUS = REPO.parent / "shared" / "corpus"
 
-from mixers.quality_weights import QualityWeights  # noqa: E402
-from pipeline.data import LocalData  # noqa: E402
-from scorers.gopher_quality import GopherQualityScorer  # noqa: E402
-from scorers.gopher_repetition import GopherRepetitionScorer  # noqa: E402
+from tamis.mixers.quality_weights import QualityWeights  # noqa: E402
+from tamis.pipeline.data import LocalData  # noqa: E402
+from tamis.scorers.gopher.quality import GopherQuality  # noqa: E402
+from tamis.scorers.gopher.repetition import GopherRepetition  # noqa: E402
 
 TARGET_DOMAINS = ("literature", "speeches", "news", "religion")
 SIGNALS = {
@@ -87,7 +87,7 @@ def build(pool_docs: int, seed: int) -> tuple[pa.Table, dict]:
     rank = pl.int_range(pl.len()).over("domain", "split")
     df = df.filter((pl.col("split") == "pool") | (rank < 60))
     table = df.to_arrow()
-    cols = {**GopherQualityScorer().score(table), **GopherRepetitionScorer().score(table)}
+    cols = {**GopherQuality().score(table), **GopherRepetition().score(table)}
     for k, v in cols.items():
         table = table.append_column(k, v)
     table = simple_signals(pl.from_arrow(table)).to_arrow()
@@ -102,8 +102,8 @@ def rater_speed(table: pa.Table, n_docs: int, max_length: int) -> None:
 
     import torch
     from transformers import AutoTokenizer, ModernBertConfig, ModernBertForSequenceClassification
-    from scorers.rater import RaterScorer
-    from scorers.rater_train import FastRater
+    from tamis.scorers.meta_rater.rater import Rater
+    from tamis.scorers.meta_rater.train import FastRater
 
     torch.set_num_threads(1)
     df = pl.from_arrow(table)
@@ -113,7 +113,7 @@ def rater_speed(table: pa.Table, n_docs: int, max_length: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         FastRater(n_jobs=1, num_rounds=200).fit(train["text"].to_list(), y).save(Path(tmp) / "fast")
         tok_dir = Path(tmp) / "mb"
-        from mixers.embed import default_model_path
+        from tamis.pipeline.vectors.embeddings import default_model_path
         AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(tok_dir)  # a local BERT tokenizer
         cfg = ModernBertConfig(num_labels=6, pad_token_id=0, cls_token_id=101, sep_token_id=102,
                                bos_token_id=101, eos_token_id=102, vocab_size=30522)
@@ -121,7 +121,7 @@ def rater_speed(table: pa.Table, n_docs: int, max_length: int) -> None:
         out = {}
         for name, folder in (("fast rater (hashed n-grams + LightGBM)", Path(tmp) / "fast"),
                              (f"ModernBERT-base classifier, {max_length} tokens", tok_dir)):
-            sc = RaterScorer(models={"reasoning": str(folder)}, max_length=max_length, batch_size=8, device="cpu")
+            sc = Rater(models={"reasoning": str(folder)}, max_length=max_length, batch_size=8, device="cpu")
             sc.validate()
             sc.setup()
             t0, c0 = time.perf_counter(), time.process_time()

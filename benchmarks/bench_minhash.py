@@ -59,7 +59,7 @@ class Clock:
 
 
 def bench_tamis(docs: pa.Table) -> Clock:
-    from scorers.minhash_dedup import _band_rows
+    from tamis.scorers.dedup.minhash import _band_rows
     fn = _band_rows(5, 14, 8, 1, "lowest_id", 1024)
     fn(docs.slice(0, 50))
     with Clock() as c:
@@ -166,7 +166,7 @@ class PeakRss:
 
 def planted_jaccard(table: pa.Table, pairs: list) -> np.ndarray:
     """True word 5-gram Jaccard of each planted (copy, original) pair, from their shingle-hash sets."""
-    from scorers._minhash import doc_shingles, unique_per_doc
+    from tamis.scorers.dedup.lsh import doc_shingles, unique_per_doc
     pos = pc.index_in(pa.array([p for pair in pairs for p in pair], pa.string()), value_set=table["id"])
     sh, counts = unique_per_doc(*doc_shingles(table["text"].take(pos), 5))
     sets = np.split(sh, np.cumsum(counts)[:-1])
@@ -178,8 +178,8 @@ def planted_jaccard(table: pa.Table, pairs: list) -> np.ndarray:
 
 
 def stage_part(path: Path, pairs_path: Path) -> dict:
-    from pipeline.data import LocalData
-    from scorers.minhash_dedup import MinHashDedup
+    from tamis.pipeline.data import LocalData
+    from tamis.scorers.dedup.minhash import MinHashDedup
     table = pq.read_table(path)
     pairs = json.loads(pairs_path.read_text())
     mb = text_mb(table)

@@ -1,10 +1,10 @@
-"""Perplexity scoring throughput: tamis `PerplexityScorer.score()` vs a bare torch forward loop.
+"""Perplexity scoring throughput: tamis `Perplexity.score()` vs a bare torch forward loop.
 
 Both sides run in one process on the same model and the same micro-batches (the scorer's own
 windows, sorted by length and padded): the bare loop gets them pre-built as tensors and only runs
 `model(input_ids, attention_mask)` (full logits), so everything tamis adds (tokenisation, windows,
 padding, NLL, aggregation) counts against it. A second bare variant adds the usual hand-written
-NLL (log-softmax over all positions + gather). Also: KenLM (`KenLMScorer`) against a bare
+NLL (log-softmax over all positions + gather). Also: KenLM (`KenLM`) against a bare
 `kenlm.Model.score` loop over pre-normalised lines, and CPU bf16 autocast against float32.
 
 Rates are scored tokens per CPU-second of this process (thread pools pinned to `--threads`), the
@@ -46,7 +46,7 @@ def load_docs(n: int, max_chars: int) -> pa.Table:
 def reference_model(path: Path, steps: int) -> Path:
     """The job's reference LM if `tamis run jobs/perplexity.yaml` made one, else train the same
     architecture (4 layers, d=128, BPE 8192, context 256) briefly: weights do not change tokens/s."""
-    from scorers.train_lm import is_model_dir, train_from_files
+    from tamis.scorers.perplexity.train_lm import is_model_dir, train_from_files
 
     if not is_model_dir(path):
         print(f"training the reference LM into {path} ({steps} steps) ...", flush=True)
@@ -58,9 +58,9 @@ def reference_model(path: Path, steps: int) -> Path:
 def bench_lm(model: Path, table: pa.Table, rounds: int) -> None:
     import torch
 
-    from scorers.perplexity import PerplexityScorer
+    from tamis.scorers.perplexity.model import Perplexity
 
-    scorer = PerplexityScorer(model=str(model), precision="float32")
+    scorer = Perplexity(model=str(model), precision="float32")
     scorer.setup()
     ids = scorer.tokenize(table.column("text").to_pylist())
     batches = [(torch.from_numpy(i), torch.from_numpy(a), torch.from_numpy(s)) for i, a, s, _ in scorer.batches(ids)]
@@ -98,7 +98,7 @@ def bench_lm(model: Path, table: pa.Table, rounds: int) -> None:
           f"{scorer.window_}/stride {scorer.stride_}, {sum(p.numel() for p in lm.parameters()) / 1e6:.1f}M "
           f"params; {table.num_rows} docs, {n_tokens:,} scored tokens in {len(batches)} micro-batches")
     print("| | tokens/CPU-s | tokens/wall-s | vs bare forward |\n|---|---|---|---|")
-    for name, label in (("tamis", "tamis `PerplexityScorer.score()` (tokenise + windows + NLL)"),
+    for name, label in (("tamis", "tamis `Perplexity.score()` (tokenise + windows + NLL)"),
                         ("bare", "bare `model(ids, mask).logits` loop, same batches"),
                         ("bare_nll", "bare loop + log-softmax/gather NLL")):
         print(f"| {label} | {n_tokens / best[name]:,.0f} | {n_tokens / walls[name]:,.0f} | "
@@ -126,7 +126,7 @@ def ccnet_style_ppl(model, texts: list[str]) -> list[float | None]:
     import re
     import unicodedata
 
-    from scorers.kenlm_scorer import UNICODE_PUNCT
+    from tamis.scorers.perplexity.kenlm import UNICODE_PUNCT
 
     digit, control = re.compile(r"\d"), re.compile(r"[\x00-\x1f\x7f-\x9f]")
     punct = re.compile("[" + "".join(UNICODE_PUNCT) + "]")
@@ -158,12 +158,12 @@ def ccnet_style_ppl(model, texts: list[str]) -> list[float | None]:
 def bench_kenlm(table: pa.Table, tmp: Path, rounds: int) -> None:
     import kenlm
 
-    from scorers.kenlm_scorer import KenLMScorer, normalize_expr, write_arpa
+    from tamis.scorers.perplexity.kenlm import KenLM, normalize_expr, write_arpa
 
     ref = pl.read_parquet(CORPUS / "janeausten.parquet")["text"].str.slice(0, 600_000)
     lines = ref.to_frame("t").select(normalize_expr(pl.col("t").str.split("\n").explode()))["t"].to_list()
     write_arpa([l for l in lines if l], tmp / "bench.arpa")
-    scorer = KenLMScorer(model=str(tmp / "bench.arpa"))
+    scorer = KenLM(model=str(tmp / "bench.arpa"))
     scorer.setup()
     texts = table.column("text").to_pylist()
     norm = scorer.lines(table)["line"].to_list()
@@ -183,7 +183,7 @@ def bench_kenlm(table: pa.Table, tmp: Path, rounds: int) -> None:
     print(f"\nKenLM bigram ARPA (600k chars of Austen), {table.num_rows} docs, {len(norm):,} lines, "
           f"{n:,} tokens (words + </s>); tamis == CCNet-style loop on every document: {same}")
     print("| | tokens/CPU-s | vs CCNet-style loop |\n|---|---|---|")
-    print(f"| tamis `KenLMScorer.score()` (polars normalise, kenlm per line, numpy sums) | "
+    print(f"| tamis `KenLM.score()` (polars normalise, kenlm per line, numpy sums) | "
           f"{n / best['tamis']:,.0f} | {best['ccnet'] / best['tamis']:.2f}x |")
     print(f"| CCNet `DocLM.do`-style Python loop (normalise + score per line) | {n / best['ccnet']:,.0f} | 1.00x |")
     print(f"| bare `kenlm.Model.score(line)` over pre-normalised lines (floor) | {n / best['bare']:,.0f} | "

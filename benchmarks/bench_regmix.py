@@ -2,7 +2,7 @@
 
 One run: sample `--n-train` (256) + `--n-eval` (64) RegMix mixtures over the corpus domains,
 train one byte 5-gram Kneser-Ney proxy per mixture (as Ray tasks through
-`pipeline.ray_runner.map_tasks`, or in-process with `--local`), fit LightGBM (and the linear
+`Data.map_tasks`, or in-process with `--local`), fit LightGBM (and the linear
 baseline) on the training runs, report Spearman/Pearson on the held-out runs, search 100,000
 candidates, then train fresh proxies (new seeds, `--repeats` each) on the chosen, uniform, natural
 (token share) and best-observed training mixtures and print their measured target losses and ratios.
@@ -25,9 +25,9 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mixers import proxy_runs as pr  # noqa: E402
-from mixers.mixtures import sample_mixtures  # noqa: E402
-from mixers.regmix import RegMixRegressor  # noqa: E402
+from tamis.mixers import proxy_runs as pr  # noqa: E402
+from tamis.mixers.mixture_design import sample_mixtures  # noqa: E402
+from tamis.mixers.regmix import RegMixRegressor  # noqa: E402
 
 
 def load_corpus(corpus: Path, docs_per_file: int) -> pl.DataFrame:

@@ -173,19 +173,15 @@ def kill_tree(match) -> None:
 
 def score_files(folder: str, part: int, parts: int) -> None:
     """The scorers of the job without Ray on every `parts`-th shard from `part`; prints seconds."""
-    import importlib
-
     import pyarrow.parquet as pq
 
-    sys.path.insert(0, str(REPO))
-    from pipeline.apply import apply_stage
-    from pipeline.rules import compile_rules
-    from scorers import REGISTRY
+    from tamis.pipeline.runner.apply import apply_stage
+    from tamis.pipeline.rules import compile_rules
+    from tamis.pipeline.registry import stage_class
 
     stages = []
     for name in ("signals", "gopher_quality", "gopher_repetition"):
-        mod, cls = REGISTRY[name].split(":")
-        st = getattr(importlib.import_module(mod), cls)()
+        st = stage_class(name)()
         stages.append((name, st, compile_rules(st.default_rules()) if name != "signals" else []))
     t0 = time.perf_counter()
     for f in sorted(Path(folder).glob("*.parquet"))[part::parts]:

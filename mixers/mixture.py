@@ -20,9 +20,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from mixers.proxies import count_tokens
-from mixers.proxy_runs import unit_hash
-from scorers.base import GlobalStage, Resources
+from tamis.mixers.proxy_models import count_tokens
+from tamis.mixers.proxy_runs import unit_hash
+from tamis.pipeline.stage import GlobalStage, Resources
 
 ON_CAP = ("redistribute", "shrink")
 
@@ -103,7 +103,7 @@ def pick_threshold(bin_tokens: np.ndarray, want: float) -> tuple[float, int]:
     return k / len(bin_tokens), k
 
 
-class MixtureSampler(GlobalStage):
+class Mixture(GlobalStage):
     """Decides how many times each document is used so the output follows `mixture` to `tokens`."""
 
     name = "mixture"
@@ -155,7 +155,7 @@ class MixtureSampler(GlobalStage):
         df = pl.from_arrow(t)
         return df.group_by("domain", "bin").agg(pl.col("docs", "tokens").sum()).to_arrow() if df.height else t
 
-    def fit(self, data) -> "MixtureSampler":
+    def fit(self, data) -> "Mixture":
         """One pass: tokens per domain and hash bin -> per-domain base repeats and hash threshold."""
         self.validate()
         weights = load_mixture(self.mixture)
@@ -186,7 +186,7 @@ class MixtureSampler(GlobalStage):
 
     def transform(self, batch: pa.Table) -> dict[str, pa.Array]:
         if not hasattr(self, "threshold_"):
-            raise RuntimeError("MixtureSampler is not fitted: call fit() first")
+            raise RuntimeError("Mixture is not fitted: call fit() first")
         if batch.num_rows == 0:
             return {"mixture_repeats": pa.array([], pa.int64())}
         dom = pl.from_arrow(self._domains(batch)).cast(pl.Utf8)

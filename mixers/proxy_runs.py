@@ -23,8 +23,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from mixers import mixtures as mx
-from mixers.proxies import count_tokens, train_proxy
+from tamis.mixers import mixture_design as mx
+from tamis.mixers.proxy_models import count_tokens, train_proxy
 
 INDEX = "index"
 WEIGHT_PREFIX = "train_"
@@ -200,13 +200,6 @@ def run_mixture(index: int, weights: Mapping[str, float], pools: Pools, valid: M
     return {"index": int(index), "losses": losses, "seconds": time.perf_counter() - t0}
 
 
-def default_runner(fn: Callable, items: list, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                   desc: str | None = None) -> list:
-    """`pipeline.ray_runner.map_tasks` (proxy runs as Ray tasks)."""
-    from pipeline.ray_runner import map_tasks
-    return map_tasks(fn, items, num_cpus=num_cpus, num_gpus=num_gpus, desc=desc)
-
-
 def local_runner(fn: Callable, items: list, **_) -> list:
     """Runs in this process, one after another (tests, or when Ray is not wanted)."""
     return [fn(i) for i in items]
@@ -225,7 +218,7 @@ def run_proxies(mixtures: np.ndarray, pools: Pools, valid: Mapping[str, Sequence
     mixtures = np.asarray(mixtures, dtype=np.float64)
     if mixtures.ndim != 2 or mixtures.shape[1] != len(pools.domains):
         raise ValueError(f"mixtures must have {len(pools.domains)} columns ({pools.domains})")
-    runner = runner or default_runner
+    runner = runner or local_runner
     domains, valid = list(pools.domains), {k: list(v) for k, v in valid.items()}
     params = dict(params or {})
 

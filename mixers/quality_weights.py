@@ -2,7 +2,7 @@
 
 Zhuang et al., "Meta-rater: A Multi-dimensional Data Selection Method for Pre-training Language
 Models" (ACL 2025, arXiv 2504.14194). `fit` learns one weight per signal column by regression on
-proxy-model results (see `mixers._weight_search` for the loop and its changes to the paper);
+proxy-model results (see `tamis.mixers.weight_search` for the loop and its changes to the paper);
 `transform` writes `quality` = sum_j w_j * scaled_j in [0, 5], where scaled_j is signal j min-max
 scaled to [0, 5] over the whole dataset, flipped for "lower is better" signals; a null or NaN
 signal contributes 0. `report()` shows the weights, the regression's held-out Spearman, and the
@@ -17,8 +17,12 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from mixers import _weight_search as ws
-from scorers.base import GlobalStage, Resources, check_fitted
+from tamis.mixers import weight_search as ws
+from tamis.mixers.proxy_models import KINDS
+from tamis.pipeline.readers import read_documents
+from tamis.pipeline.rules import compile_rule
+from tamis.pipeline.stage import GlobalStage, Resources, check_fitted
+
 
 _SIGNS = {"+": 1, "higher": 1, "max": 1, "-": -1, "lower": -1, "min": -1}
 TARGET = "target"
@@ -66,7 +70,6 @@ def _rows(where: str | None, keep_target: bool, cols: list[str], max_chars: int 
     def fn(t: pa.Table) -> pa.Table:
         df = pl.from_arrow(t)
         if where is not None:
-            from pipeline.rules import compile_rule
             hit = compile_rule(TARGET, where).expr.fill_null(False)
             df = df.filter(hit if keep_target else ~hit)
         if max_chars:
@@ -119,7 +122,6 @@ class QualityWeights(GlobalStage):
     def requires(self) -> tuple[str, ...]:
         cols = ["text", *parse_signals(self.signals)]
         if self.target_where and not self.weights:
-            from pipeline.rules import compile_rule
             cols += sorted(compile_rule(TARGET, self.target_where).columns)
             if self.target_group:
                 cols.append(self.target_group)
@@ -142,7 +144,6 @@ class QualityWeights(GlobalStage):
         if (self.target_where is None) == (self.target_path is None):
             raise ValueError("target_where / target_path: give exactly one target set")
         if self.target_where is not None:
-            from pipeline.rules import compile_rule
             compile_rule(TARGET, self.target_where)
         if not 0 < self.fraction < 1:
             raise ValueError(f"fraction must be in (0, 1), got {self.fraction}")
@@ -152,7 +153,6 @@ class QualityWeights(GlobalStage):
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
         if not 1 <= self.top_k <= self.n_candidates:
             raise ValueError(f"top_k must be in [1, n_candidates], got {self.top_k}")
-        from mixers.proxies import KINDS
         if self.proxy not in KINDS:
             raise ValueError(f"proxy must be one of {KINDS}, got {self.proxy!r}")
         for name in ("target_size", "sample_size", "max_doc_chars", "pool_bytes"):
@@ -162,7 +162,6 @@ class QualityWeights(GlobalStage):
     # -- fit -----------------------------------------------------------------------------------
     def _target(self, data) -> dict[str, list[str]]:
         if self.target_path is not None:
-            from scorers.annotate import read_documents
             df = pl.from_arrow(read_documents(self.target_path))
             df = df.sample(fraction=1.0, shuffle=True, seed=self.seed + 1) if df.height > self.target_size else df
         else:
@@ -177,7 +176,9 @@ class QualityWeights(GlobalStage):
         return {str(k[0]): g["text"].to_list() for k, g in df.group_by(self.target_group, maintain_order=True)}
 
     def fit(self, data, runner: Callable | None = None, train_fn: Callable | None = None) -> "QualityWeights":
-        """Learn `weights_` (signal -> weight); `runner`/`train_fn` default to Ray tasks / `train_proxy`."""
+        """Learn `weights_` (signal -> weight); `runner`/`train_fn` default to `data.map_tasks` (Ray
+        tasks in a job) / `train_proxy`."""
+        runner = runner or data.map_tasks
         self.validate()
         signs = parse_signals(self.signals)
         names = list(signs)

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mixers import mixtures as mx
+from tamis.mixers import mixture_design as mx
 
 MODELS = ("lightgbm", "linear")
 

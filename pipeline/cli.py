@@ -8,14 +8,24 @@ import os
 import pkgutil
 import sys
 
-import pipeline.commands as commands
+import tamis.pipeline.commands as commands
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("tamis")
+    except PackageNotFoundError:  # a checkout on the path, not installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tamis", description="Curate pretraining text on Ray.")
+    parser.add_argument("--version", action="version", version=f"tamis {_version()}",
+                        help="print tamis's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"pipeline.commands.{mod.name}").add_parser(sub)
+        importlib.import_module(f"tamis.pipeline.commands.{mod.name}").add_parser(sub)
     return parser
 
 
@@ -25,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from pipeline.spec import SpecError
+    from tamis.pipeline.spec import SpecError
     try:
         return int(args.func(args) or 0)
     except SpecError as e:
@@ -44,8 +54,8 @@ def entry_point() -> None:
     running cluster); shutting Ray down here and leaving with `os._exit` takes 0.3 s.
     """
     code = main()
-    if "pipeline.ray_runner" in sys.modules:  # the only module that starts or joins Ray
-        sys.modules["pipeline.ray_runner"].shutdown_ray()
+    if "tamis.pipeline.runner.session" in sys.modules:  # the module that starts or joins Ray
+        sys.modules["tamis.pipeline.runner.session"].shutdown_ray()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,7 +1,7 @@
 """`Data`: the few distributed operations a global stage may use, with an in-memory twin.
 
-Global stages (`scorers.base.GlobalStage`) are written against this interface only, so they run the
-same on a laptop (`LocalData`, used in unit tests) and on a Ray cluster (`pipeline.ray_runner.RayData`,
+Global stages (`tamis.pipeline.stage.GlobalStage`) are written against this interface only, so they run the
+same on a laptop (`LocalData`, used in unit tests) and on a Ray cluster (`tamis.pipeline.runner.ray_data.RayData`,
 backed by Ray Data). Only `to_arrow()` and `sample()` bring rows to the caller: use them for results
 that stay small (centroids, duplicate edges), never for the corpus itself.
 """
@@ -31,21 +31,27 @@ class Data(Protocol):
     def count(self) -> int: ...
     def from_arrow(self, table: pa.Table) -> "Data":
         """A `Data` of the same kind holding `table` (for results a stage builds itself)."""
+    def map_tasks(self, fn: Callable, items: list, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                  desc: str | None = None) -> list:
+        """`[fn(item) for item in items]`, as parallel tasks where the data lives (Ray tasks on a
+        cluster); for coarse work inside `fit`, such as training one proxy model per item."""
 
 
 class LocalData:
-    """`Data` over one in-memory Arrow table."""
+    """`Data` over one in-memory Arrow table. `map_tasks` runs in this process unless a task runner
+    with `map_tasks`' signature is given (the runner passes Ray's when it fits on the driver)."""
 
-    def __init__(self, table: pa.Table):
+    def __init__(self, table: pa.Table, tasks: Callable | None = None):
         self.table = table
+        self.tasks = tasks
 
     def map_batches(self, fn: BatchFn) -> "LocalData":
-        return LocalData(fn(self.table))
+        return LocalData(fn(self.table), self.tasks)
 
     def groupby_map(self, keys: list[str], fn: BatchFn) -> "LocalData":
         t = self.table
         if t.num_rows == 0:
-            return LocalData(fn(t))
+            return LocalData(fn(t), self.tasks)
         order = pc.sort_indices(t, [(k, "ascending") for k in keys])
         t = t.take(order)
         key_cols = [t[k].to_numpy(zero_copy_only=False) for k in keys]
@@ -57,11 +63,11 @@ class LocalData:
         outs = [fn(t.slice(a, b - a)) for a, b in zip(starts[:-1], starts[1:])]
         outs = [o for o in outs if o is not None and o.num_rows]
         if not outs:
-            return LocalData(fn(t.slice(0, 0)))
-        return LocalData(pa.concat_tables(outs, promote_options="permissive"))
+            return LocalData(fn(t.slice(0, 0)), self.tasks)
+        return LocalData(pa.concat_tables(outs, promote_options="permissive"), self.tasks)
 
     def partition_map(self, keys: list[str], fn: BatchFn) -> "LocalData":
-        return LocalData(fn(self.table))
+        return LocalData(fn(self.table), self.tasks)
 
     def sample(self, n: int, seed: int = 0) -> pa.Table:
         if n >= self.table.num_rows:
@@ -80,4 +86,10 @@ class LocalData:
         return self.table.num_rows
 
     def from_arrow(self, table: pa.Table) -> "LocalData":
-        return LocalData(table)
+        return LocalData(table, self.tasks)
+
+    def map_tasks(self, fn: Callable, items: list, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                  desc: str | None = None) -> list:
+        if self.tasks is not None:
+            return self.tasks(fn, items, num_cpus=num_cpus, num_gpus=num_gpus, desc=desc)
+        return [fn(item) for item in items]

@@ -15,6 +15,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from tamis.pipeline.run_folder import RunFolder
+from tamis.pipeline.stage import GlobalStage
+
 QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 N_BINS = 30
 N_EXAMPLES = 5
@@ -32,13 +35,13 @@ def _is_numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
-def _output_files(run_dir: Path) -> list[str]:
-    return sorted(str(p) for part in ("curated", "rejected") for p in (run_dir / part).glob("*.parquet"))
+def _output_files(folder: RunFolder) -> list[str]:
+    return [str(p) for p in folder.output_files("curated", "rejected")]
 
 
-def _outputs(run_dir: Path, columns: list[str]) -> pl.LazyFrame:
+def _outputs(folder: RunFolder, columns: list[str]) -> pl.LazyFrame:
     """A lazy scan of `columns` over curated/ and rejected/ (a column a file lacks reads as null)."""
-    files = _output_files(run_dir)
+    files = _output_files(folder)
     if not files:
         return pl.LazyFrame(schema={c: pl.Utf8 for c in columns})
     frames = []
@@ -121,9 +124,10 @@ def _group(summary: pl.DataFrame, keys: list[str]) -> dict:
     return out
 
 
-def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
-    """Write `reports/NN-stage.json` for every stage and `reports/summary.json`; return the summary."""
-    reports = run_dir / "reports"
+def build_reports(folder: RunFolder, job, result: dict, wall_s: float) -> dict:
+    """Write `reports/NN-stage.json` for every stage; return the summary, which the runner completes
+    (outcome, schema changes) and writes as `reports/summary.json`."""
+    reports = folder.output_dir("reports")
     reports.mkdir(parents=True, exist_ok=True)
     summary = result["summary"] if result["summary"] is not None else pl.DataFrame(
         schema={"status": pl.Utf8, "reject_stage": pl.Utf8, "reject_reason": pl.Utf8, "license": pl.Utf8,
@@ -132,13 +136,14 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
     names = [p.name for p in job.stages]
     read = result["read_stats"]
     rows_read = sum(r["rows_read"] for r in read)
-    quarantined = _quarantine_rows(run_dir)
-    curated = int(summary.filter(pl.col("status") == "curated")["rows"].sum())
-    rejected = int(summary.filter(pl.col("status") == "rejected")["rows"].sum())
+    quarantined = _rows_on_disk(folder, "quarantine")
+    # Counted from the files on disk; the manifests' summaries must agree (they feed the stage tables).
+    curated, rejected = _rows_on_disk(folder, "curated"), _rows_on_disk(folder, "rejected")
+    listed = {k: int(summary.filter(pl.col("status") == k)["rows"].sum()) for k in ("curated", "rejected")}
     score_cols: dict[str, list[str]] = {
         p.name: [c for c, t in p.stage.output_columns().items() if _is_numeric(t)] for p in job.stages}
     all_cols = sorted({c for cols in score_cols.values() for c in cols})
-    data = _outputs(run_dir, ["reject_stage", *all_cols])
+    data = _outputs(folder, ["reject_stage", *all_cols])
     if (curated + rejected) * (len(all_cols) + 1) <= IN_MEMORY_VALUES:  # one read, not three per stage
         data = _collect(data).lazy()
     stage_stats = result["stage_stats"]
@@ -157,7 +162,7 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
                         for reason in list(rejections)[:20]}
         wall = st.get("wall_s", 0.0) + result["fit_reports"].get(p.name, {}).get("fit_wall_s", 0.0)
         rep = {
-            "stage": p.name, "index": k, "kind": "global" if p.is_global else "scorer",
+            "stage": p.name, "index": k, "kind": _kind(p.stage),
             "class": f"{type(p.stage).__module__}:{type(p.stage).__name__}",
             "params": p.stage.get_params(), "keep": p.rules,
             "rows_in": rows_in, "rows_out": rows_out, "rows_rejected": rows_in - rows_out,
@@ -175,17 +180,23 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
             "nodes": {k[5:]: v for k, v in st.get("extra", {}).items() if k.startswith("node:")},
             "quarantined_rows": st.get("extra", {}).get("quarantined_rows", 0),
         }
+        if p.stage.edits_text:  # every edit counted: rows changed, characters removed, per rule
+            rep["edits"] = {key: st.get("extra", {}).get(key, 0)
+                            for key in ("rows_edited", "chars_removed", "rows_emptied")}
         (reports / f"{k:02d}-{p.name}.json").write_text(json.dumps(rep, indent=1, default=str))
         stage_rows.append({key: rep[key] for key in ("stage", "kind", "rows_in", "rows_out", "rows_rejected",
                                                      "wall_s", "rows_per_s")})
     cur = summary.filter(pl.col("status") == "curated")
-    quarantine_errors = _quarantine_errors(run_dir)
+    quarantine_errors = _quarantine_errors(folder)
     total = {
-        "job": job.spec.name, "run_dir": str(run_dir), "wall_s": wall_s,
+        "job": job.spec.name, "run_dir": str(folder.root), "wall_s": wall_s,
         "rows_read": rows_read, "curated": curated, "rejected": rejected, "quarantined": quarantined,
-        "conservation": {"holds": rows_read == curated + rejected + quarantined,
+        "conservation": {"holds": rows_read == curated + rejected + quarantined
+                                  and listed == {"curated": curated, "rejected": rejected},
                          "equation": f"{rows_read} read = {curated} curated + {rejected} rejected + "
-                                     f"{quarantined} quarantined"},
+                                     f"{quarantined} quarantined",
+                         "counted_from": "the Parquet files in curated/, rejected/ and quarantine/",
+                         "manifests": listed},
         "stages": stage_rows,
         "provenance": {"by_license": _group(cur, ["license"]), "by_source": _group(cur, ["source"]),
                        "by_domain": _group(cur, ["domain"])},
@@ -194,17 +205,19 @@ def build_reports(run_dir: Path, job, result: dict, wall_s: float) -> dict:
         "warnings": [w for r in read for w in r["warnings"]],
         "quarantine_errors": quarantine_errors,
     }
-    (reports / "summary.json").write_text(json.dumps(total, indent=1, default=str))
     return total
 
 
-def _quarantine_rows(run_dir: Path) -> int:
-    import pyarrow.parquet as pq
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in (run_dir / "quarantine").glob("*.parquet"))
+def _kind(stage) -> str:
+    return "global" if isinstance(stage, GlobalStage) else "editor" if stage.edits_text else "scorer"
 
 
-def _quarantine_errors(run_dir: Path) -> dict:
-    files = sorted((run_dir / "quarantine").glob("*.parquet"))
+def _rows_on_disk(folder: RunFolder, part: str) -> int:
+    return folder.rows(part)
+
+
+def _quarantine_errors(folder: RunFolder) -> dict:
+    files = folder.output_files("quarantine")
     if not files:
         return {}
     kinds = pl.concat([pl.scan_parquet(f).select(pl.col("error").str.split(":").list.first().alias("kind"))
@@ -212,12 +225,13 @@ def _quarantine_errors(run_dir: Path) -> dict:
     return {r["kind"]: int(r["len"]) for r in _collect(kinds).sort("len", descending=True).iter_rows(named=True)}
 
 
-def load_reports(run_dir: Path) -> tuple[dict, list[dict]]:
-    reports = Path(run_dir) / "reports"
-    if not (reports / "summary.json").is_file():
+def load_reports(run_dir: Path | str) -> tuple[dict, list[dict]]:
+    folder = RunFolder(run_dir)
+    reports = folder.output_dir("reports")
+    if not folder.summary_file.is_file():
         raise FileNotFoundError(f"{run_dir}: no reports/summary.json (not a tamis run folder, or the run "
                                 f"did not finish)")
-    summary = json.loads((reports / "summary.json").read_text())
+    summary = json.loads(folder.summary_file.read_text())
     stages = [json.loads(p.read_text()) for p in sorted(reports.glob("[0-9][0-9]-*.json"))]
     return summary, stages
 

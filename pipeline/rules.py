@@ -7,6 +7,10 @@ True/False/None, comparisons (`< <= > >= == != in not in is is not`), `and or no
 functions `abs`, `len` (characters of a string column) and `coalesce`. A row is kept when every rule is
 true; a null result (a score that could not be computed) counts as false. The reason key may name
 columns in braces, e.g. `"lang_{lang}"`, to put a value into the `reject_reason`.
+
+Limits: a rule is at most `MAX_RULE_CHARS` (10,000) characters and its Python syntax tree at most
+`MAX_RULE_DEPTH` (64) levels deep (`a > 1 and (b < 2 or not c)` is 6); longer or deeper rules are
+refused with a `RuleError` naming the rule, never a crash of the parser.
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ _CMP = {ast.Lt: "__lt__", ast.LtE: "__le__", ast.Gt: "__gt__", ast.GtE: "__ge__"
 _BIN = {ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div: "__truediv__",
         ast.Mod: "__mod__"}
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+MAX_RULE_CHARS = 10_000
+MAX_RULE_DEPTH = 64
+_SHOWN_CHARS = 80
 
 
 class RuleError(ValueError):
@@ -49,7 +56,7 @@ class _Compiler:
         self.columns: set[str] = set()
 
     def fail(self, node: ast.AST, why: str):
-        raise RuleError(f"{why} in rule {self.text!r}")
+        raise RuleError(f"{why} in rule {_shown(self.text)}")
 
     def __call__(self, node: ast.AST) -> pl.Expr:
         if isinstance(node, ast.Expression):
@@ -116,14 +123,41 @@ class _Compiler:
         return getattr(self(left), name)(self(right))
 
 
+def _shown(text: str) -> str:
+    """`text` quoted for an error message, cut to its first `_SHOWN_CHARS` characters."""
+    if len(text) <= _SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:_SHOWN_CHARS]!r}... ({len(text):,} characters)"
+
+
+def _depth(tree: ast.AST) -> int:
+    """Levels of the syntax tree, counted without recursion (the tree may be very deep)."""
+    deepest, todo = 0, [(tree, 1)]
+    while todo:
+        node, d = todo.pop()
+        deepest = max(deepest, d)
+        todo.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def compile_rule(reason: str, text: str) -> Rule:
-    """Compile one `reason: expression` pair; raises RuleError with the rule text on bad syntax."""
+    """Compile one `reason: expression` pair; raises RuleError with the rule text on bad syntax,
+    or when the rule is longer than `MAX_RULE_CHARS` or nested deeper than `MAX_RULE_DEPTH`."""
     if not isinstance(text, str) or not text.strip():
-        raise RuleError(f"rule {reason!r} must be a non-empty expression string")
+        raise RuleError(f"rule {_shown(str(reason))} must be a non-empty expression string")
+    if len(text) > MAX_RULE_CHARS:
+        raise RuleError(f"rule {_shown(str(reason))} is {len(text):,} characters long, more than the limit of "
+                        f"{MAX_RULE_CHARS:,}: {_shown(text)}")
+    too_deep = (f"rule {_shown(str(reason))} is nested deeper than the limit of {MAX_RULE_DEPTH} levels: "
+                f"{_shown(text)}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
-        raise RuleError(f"cannot parse rule {reason!r}: {text!r} ({e.msg})") from None
+        raise RuleError(f"cannot parse rule {_shown(str(reason))}: {_shown(text)} ({e.msg})") from None
+    except (RecursionError, MemoryError):  # the parser's own stack overflowed
+        raise RuleError(too_deep) from None
+    if _depth(tree) > MAX_RULE_DEPTH:
+        raise RuleError(too_deep)
     comp = _Compiler(text)
     expr = comp(tree)
     names = _PLACEHOLDER.findall(reason)

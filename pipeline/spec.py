@@ -5,21 +5,22 @@ hours into a run.
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
-import importlib
+import difflib
+import importlib.util
 import os
-import sys
-from importlib.metadata import entry_points
+import re
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.rules import RuleError, compile_rules
-from scorers import REGISTRY
-from scorers.base import GlobalStage, Resources, Scorer, Stage
-from scorers.unique_ids import UniqueIds
+from tamis.pipeline import registry
+from tamis.pipeline.readers import InputError, expand_inputs, input_columns, input_fingerprint, reserved_renames
+from tamis.pipeline.rules import RuleError, compile_rules
+from tamis.pipeline.stage import GlobalStage, Resources, Stage
 
 
 class SpecError(ValueError):
@@ -63,6 +64,9 @@ class ReadSpec(_Strict):
     batch_rows: int = Field(default=2000, ge=1)
     max_line_bytes: int = Field(default=256 * 1024**2, ge=1024)
     split_bytes: int = Field(default=32 * 1024**2, ge=1)
+    # How a run knows its inputs did not change (resume): each file's size and mtime (`stat`), or
+    # the sha256 of its bytes (`content`: survives copies and touches, costs one read of the inputs).
+    fingerprint: Literal["stat", "content"] = "stat"
 
 
 class JobSpec(_Strict):
@@ -73,6 +77,9 @@ class JobSpec(_Strict):
     ray: RaySpec = Field(default_factory=RaySpec)
     read: ReadSpec = Field(default_factory=ReadSpec)
     stages: list[StageSpec] = Field(default_factory=list)
+    # A stage that fails on more than this share of its rows (in a batch of >= 20 rows, or over
+    # the run) stops the job: that is a bug or a wrong setting, not bad data to quarantine.
+    max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -116,10 +123,11 @@ class Job:
         return path if path.is_absolute() else (Path.cwd() / path)
 
     def fingerprint(self) -> dict:
-        """What makes two runs of a job the same (used to refuse resuming a changed job). `layout`
+        """What makes two runs of a job the same (used to refuse resuming a changed job): the spec and
+        each input's files with their size and mtime, or their sha256 (`read.fingerprint`). `layout`
         names the run folder's layout: a folder an older tamis left half-done is not resumed."""
         return {"layout": RUN_LAYOUT, "fields": self.spec.fields.model_dump(), "read": self.spec.read.model_dump(),
-                "inputs": [str(p) for p in self.input_files],
+                "inputs": [input_fingerprint(p, self.spec.read.fingerprint) for p in self.input_files],
                 "stages": [s.to_dict() for s in self.stages]}
 
 
@@ -131,40 +139,32 @@ def _fmt_loc(loc: tuple) -> str:
 
 
 def load_class(ref: str, where: str, job_dir: Path | None = None) -> type[Stage]:
-    """Resolve `use:` names (registry, then entry points) and `class: pkg.mod:Class` paths."""
-    target = ref
-    if ":" not in ref:
-        target = REGISTRY.get(ref)
-        if target is None:
-            eps = {ep.name: ep for ep in entry_points(group="tamis.scorers")}
-            if ref in eps:
-                cls = eps[ref].load()
-                return _check_stage_class(cls, ref, where)
-            known = sorted(set(REGISTRY) | set(eps))
-            raise SpecError(f"{where}: unknown stage {ref!r}; known: {', '.join(known)}")
-    module, _, attr = target.partition(":")
-    for extra in (str(Path.cwd()), str(job_dir)) if job_dir else (str(Path.cwd()),):
-        if extra not in sys.path:
-            sys.path.append(extra)  # `class: my_module:MyScorer` next to the job file or the shell
+    """Resolve a `use:` name or `class: pkg.mod:Class` path through the registry, naming `where`."""
     try:
-        cls = getattr(importlib.import_module(module), attr)
-    except ModuleNotFoundError as e:
-        raise SpecError(f"{where}: cannot import {target!r}: {e}") from None
-    except AttributeError:
-        raise SpecError(f"{where}: module {module!r} has no class {attr!r}") from None
-    return _check_stage_class(cls, ref, where)
-
-
-def _check_stage_class(cls, ref: str, where: str) -> type[Stage]:
-    if not (isinstance(cls, type) and issubclass(cls, (Scorer, GlobalStage))):
-        raise SpecError(f"{where}: {ref!r} is not a scorers.Scorer or scorers.GlobalStage subclass")
-    return cls
+        return registry.load_class(ref, job_dir)
+    except registry.UnknownStage as e:
+        raise SpecError(f"{where}: {e}") from None
 
 
 def _check_packages(cls: type[Stage], where: str) -> None:
     for pkg in cls.packages:
         if importlib.util.find_spec(pkg) is None:
             raise SpecError(f"{where}: stage needs the Python package {pkg!r}: pip install {pkg}")
+
+
+STAGE_NAME = re.compile(r"[a-z0-9_]{1,64}")
+
+
+def _check_stage_name(name: Any, where: str, cls: type[Stage] | None) -> None:
+    """Stage names become folder and file names in the run folder: 1-64 of `[a-z0-9_]`, nothing else.
+    `cls` is the class the name came from when the spec gave none."""
+    if isinstance(name, str) and STAGE_NAME.fullmatch(name):
+        return
+    rule = "must be 1-64 lowercase letters, digits or underscores"
+    if cls is None:
+        raise SpecError(f"{where}: stage name {name!r} {rule}")
+    raise SpecError(f"{where}: the default name {name!r} of {cls.__module__}:{cls.__qualname__} (its `name` "
+                    f"attribute or class name) {rule}; give the stage a 'name:'")
 
 
 def plan_stages(spec: JobSpec, source: str) -> list[PlannedStage]:
@@ -187,7 +187,8 @@ def plan_stages(spec: JobSpec, source: str) -> list[PlannedStage]:
             stage.validate()
         except (TypeError, ValueError) as e:
             raise SpecError(f"{where}.params: {e}") from None
-        name = st.name or cls.name or cls.__name__.lower()
+        name = st.name if st.name is not None else (cls.name or cls.__name__.lower())
+        _check_stage_name(name, f"{where}.name", None if st.name is not None else cls)
         if name in seen:
             raise SpecError(f"{where}.name: stage name {name!r} is used twice; give one a 'name:'")
         seen.add(name)
@@ -207,10 +208,11 @@ def plan_stages(spec: JobSpec, source: str) -> list[PlannedStage]:
         planned.append(PlannedStage(name, stage, rules, resources, i))
         for col in stage.output_columns():
             produced.setdefault(col, name)
-    if not any(isinstance(p.stage, UniqueIds) for p in planned):
+    unique_ids = registry.stage_class("unique_ids")
+    if not any(isinstance(p.stage, unique_ids) for p in planned):
         at = next((i for i, p in enumerate(planned) if p.is_global), len(planned))
-        uid = UniqueIds()
-        planned.insert(at, PlannedStage("unique_ids", uid, uid.default_rules(), UniqueIds.resources, -1))
+        uid = unique_ids()
+        planned.insert(at, PlannedStage("unique_ids", uid, uid.default_rules(), unique_ids.resources, -1))
     # A stage must not read a column that only a later stage writes.
     for i, p in enumerate(planned):
         later = {c: q.name for q in planned[i + 1:] for c in q.stage.output_columns()}
@@ -226,8 +228,9 @@ def plan_stages(spec: JobSpec, source: str) -> list[PlannedStage]:
 
 
 def load_job(path: str | Path, inputs: list[str] | None = None, output: str | None = None,
-             address: str | None = None) -> Job:
-    """Read and validate a job file; CLI overrides replace `inputs`, `output` and `ray.address`."""
+             address: str | None = None, text_column: str | None = None, id_column: str | None = None) -> Job:
+    """Read and validate a job file; CLI overrides replace `inputs`, `output`, `ray.address` and
+    `fields.text` / `fields.id`."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"job file not found: {path}")
@@ -241,6 +244,10 @@ def load_job(path: str | Path, inputs: list[str] | None = None, output: str | No
         raw["inputs"] = list(inputs)
     if output:
         raw["output"] = output
+    for key, value in (("text", text_column), ("id", id_column)):
+        if value:
+            fields = raw.get("fields") if isinstance(raw.get("fields"), dict) else {}
+            raw["fields"] = {**fields, key: value}
     if address:
         raw.setdefault("ray", {})
         raw["ray"] = {**(raw["ray"] or {}), "address": address}
@@ -250,43 +257,76 @@ def load_job(path: str | Path, inputs: list[str] | None = None, output: str | No
         lines = [f"{path}: {_fmt_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
         raise SpecError("invalid job spec\n  " + "\n  ".join(lines)) from None
     job = Job(spec, str(path), path.parent)
-    job.input_files = expand_inputs(spec.inputs, str(path))
+    try:
+        job.input_files = expand_inputs(spec.inputs, str(path))
+    except InputError as e:
+        raise SpecError(str(e)) from None
+    _check_output_apart(job, path)
+    check_rule_columns(job)
     return job
 
 
-INPUT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".parquet", ".arrow")
+def _nested(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
 
 
-def _is_hf_dataset_dir(p: Path) -> bool:
-    return (p / "state.json").is_file() or (p / "dataset_dict.json").is_file()
+def _overlaps(item: str, out: Path) -> bool:
+    """Whether the input `item` (file, folder or glob) is, holds or lies inside the folder `out`
+    (resolved). A glob counts when it could match such a path, now or once the run has written."""
+    p = Path(os.path.expanduser(item))
+    p = p if p.is_absolute() else Path.cwd() / p
+    if not glob.has_magic(str(p)):
+        return _nested(p.resolve(), out)
+    parts = p.parts
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = Path(*parts[:fixed]).resolve()
+    if "**" in parts[fixed:]:  # reaches any depth below its fixed folder
+        return _nested(base, out)
+    if any(_nested(Path(m).resolve(), out) for m in glob.glob(str(p))):
+        return True
+    pattern = base.parts + parts[fixed:]  # component by component, as glob matches
+    return all(fnmatch.fnmatchcase(o, q) for o, q in zip(out.parts, pattern))
 
 
-def expand_inputs(inputs: list[str], source: str) -> list[Path]:
-    """Files, globs and folders -> a sorted list of input files (HF `save_to_disk` folders kept whole)."""
-    if not inputs:
-        raise SpecError(f"{source}: inputs: no input given (set 'inputs:' or pass --input)")
-    out: list[Path] = []
-    for i, item in enumerate(inputs):
-        item_path = Path(os.path.expanduser(item))
-        matches = sorted(glob.glob(str(item_path), recursive=True)) if glob.has_magic(item) else [str(item_path)]
-        if not matches or not all(Path(m).exists() for m in matches):
-            raise SpecError(f"{source}: inputs[{i}]: no such file or folder: {item}")
-        for m in map(Path, matches):
-            if m.is_dir() and not _is_hf_dataset_dir(m):
-                hf = sorted(d.parent for d in m.rglob("state.json"))
-                files = [f for f in m.rglob("*") if f.is_file() and f.name.endswith(INPUT_SUFFIXES)
-                         and not any(part.startswith((".", "_")) for part in f.relative_to(m).parts)
-                         and not any(h in f.parents for h in hf)]
-                if not files and not hf:
-                    raise SpecError(f"{source}: inputs[{i}]: folder {m} holds no input files "
-                                    f"({', '.join(INPUT_SUFFIXES)} or a datasets save_to_disk folder)")
-                out.extend(sorted(files + hf))
-            else:
-                out.append(m)
-    seen, unique = set(), []
-    for p in out:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(key)
-    return unique
+def _check_output_apart(job: Job, path: Path) -> None:
+    """Refuse an output folder that is, lies inside or holds an input: a resumed run would read its
+    own output, and `--restart` would delete input. Symlinks and `..` are resolved first."""
+    out = job.output.resolve()
+    for i, item in enumerate(job.spec.inputs):
+        if _overlaps(item, out):
+            raise SpecError(f"{path}: output: the output folder {out} overlaps inputs[{i}] ({item}): it must "
+                            f"not be or lie inside an input folder, nor hold an input (a run would read its "
+                            f"own output, --restart would delete input); choose an output outside the inputs")
+    for f in job.input_files:
+        if out in f.parents:
+            raise SpecError(f"{path}: output: the output folder {out} holds the input file {f} "
+                            f"(--restart would delete it); choose an output outside the inputs")
+
+
+# Columns every row has besides the input's own.
+ENGINE_COLUMNS = frozenset({"id", "text", "input_file", "input_row"})
+
+
+def check_rule_columns(job: Job) -> None:
+    """Every column a keep rule reads must exist when the rule runs: in the inputs (their schemas,
+    or the keys of their first JSON lines) or among the outputs of its stage and the stages before
+    it. A misspelt column fails here, naming the rule and the closest column, before Ray starts."""
+    fields = job.spec.fields
+    renamed = {fields.text: "text", **({fields.id: "id"} if fields.id else {})}
+    outputs = {c for p in job.stages for c in p.stage.output_columns()}
+    have = set(ENGINE_COLUMNS)
+    for f in job.input_files:
+        cols = input_columns(f)
+        moved = reserved_renames(cols, fields.text, fields.id, outputs)  # as the readers rename them
+        have |= {renamed.get(c, moved.get(c, c)) for c in cols}
+    for p in job.stages:
+        have |= set(p.stage.output_columns())
+        for rule in compile_rules(p.rules):
+            for col in sorted(rule.columns - have):
+                close = difflib.get_close_matches(col, sorted(have), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; columns here: {sorted(have)}"
+                where = f"stages[{p.index}].keep" if p.index >= 0 else f"stage {p.name!r}"
+                text = rule.text if len(rule.text) <= 80 else rule.text[:77] + "..."
+                raise SpecError(f"{job.source}: {where}: rule {rule.reason!r} ({text}) reads column "
+                                f"{col!r}, which neither the inputs nor stage {p.name!r} or the stages "
+                                f"before it provide{hint}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from scorers.base import Scorer
+from tamis.pipeline.stage import Scorer
 
 
 class Filter(Scorer):

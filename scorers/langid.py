@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from scorers.base import Resources, Scorer
+from tamis.pipeline.stage import Resources, Scorer
 
 FASTTEXT_HINT = ("the fastText backend needs the `fasttext` package: "
                  "pip install fasttext-numpy2-wheel  (or: pip install fasttext)")
@@ -33,7 +33,7 @@ def normalize_for_lid(texts: pa.Array | pa.ChunkedArray, max_chars: int) -> pl.S
         .str.strip_chars().str.slice(0, max_chars))["t"])
 
 
-class LangIdScorer(Scorer):
+class LangId(Scorer):
     """Detected language and its probability for every document."""
 
     name = "langid"

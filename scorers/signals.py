@@ -14,8 +14,8 @@ import string
 import polars as pl
 import pyarrow as pa
 
-from scorers._words import escape_class
-from scorers.base import Resources, Scorer
+from tamis.pipeline.text.words import escape_class
+from tamis.pipeline.stage import Resources, Scorer
 
 P = "signals_"
 _ASCII_PUNCT = f"[{escape_class(string.punctuation)}]"
@@ -25,7 +25,7 @@ UPPER_LINE_RE = r"(?m)^[^\p{Ll}\n]*\p{Lu}[^\p{Ll}\n]*$"
 TERMINAL_LINE_RE = r"(?m)[.!?”][^\S\n]*$"
 
 
-class SignalsScorer(Scorer):
+class Signals(Scorer):
     """Word count, mean word length, unique-word fraction, unigram entropy, non-alphabetic word
     fraction, upper-case line fraction, numeric character fraction, terminal-punctuation line fraction."""
 

@@ -27,7 +27,7 @@ def corpus_dir() -> Path:
 @pytest.fixture(scope="session")
 def ray_session():
     """One embedded Ray for every test that needs it (starting Ray costs seconds)."""
-    from pipeline import ray_runner
+    from tamis.pipeline.runner import session as ray_runner
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     ray_runner.init_ray(address=None, num_cpus=2, object_store_memory=512 * 1024**2)

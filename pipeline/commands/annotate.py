@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="CACHE.parquet", help="answer cache (created or resumed)")
     p.add_argument("--labels-out", metavar="PATH", help="labels file (default: CACHE.labels.parquet)")
     p.add_argument("--sample", type=int, metavar="N", help="label N documents chosen by a seeded hash of the id")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the --sample hash (default 0)")
     p.add_argument("--dimensions", default="professionalism,readability,reasoning,cleanliness",
                    help="comma-separated subset of the four dimensions")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
@@ -32,11 +32,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=3, help="retries on timeout, 429/5xx, connection errors")
     p.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled each retry")
-    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--max-retry-after", type=float, default=120.0, metavar="SECONDS",
+                   help="longest wait a 429/503 Retry-After header may ask for before a retry (default 120)")
+    p.add_argument("--max-tokens", type=int, default=512, help="most tokens the judge may answer with (default 512)")
     p.add_argument("--text-chars", type=int, default=8000, help="characters of each document shown to the judge")
     p.add_argument("--max-items", type=int, metavar="N", help="ask at most N (document, dimension) questions now")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--id-column", default="id")
+    p.add_argument("--text-column", default="text", help="input column holding the text (default text)")
+    p.add_argument("--id-column", default="id", help="input column holding the document id (default id)")
     p.set_defaults(func=run)
 
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     import polars as pl
     import pyarrow.parquet as pq
 
-    from scorers.annotate import Annotator, labels_table, read_documents
+    from tamis.pipeline.readers import read_documents
+    from tamis.scorers.meta_rater.annotate import Annotator, labels_table
 
     api_key = None
     if args.api_key_env:
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         docs = df.sort(pl.col("id").hash(seed=args.seed)).head(args.sample).to_arrow()
     annotator = Annotator(args.endpoint, args.model, api_key=api_key, concurrency=args.concurrency,
                           timeout=args.timeout, retries=args.retries, backoff=args.backoff,
+                          max_retry_after=args.max_retry_after,
                           max_tokens=args.max_tokens, text_chars=args.text_chars,
                           dimensions=tuple(d.strip() for d in args.dimensions.split(",") if d.strip()))
     try:
@@ -79,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     labels_path = Path(args.labels_out or str(Path(args.out).with_suffix("")) + ".labels.parquet")
-    from scorers._label_cache import LabelCache
+    from tamis.scorers.meta_rater.label_cache import LabelCache
     pq.write_table(labels_table(LabelCache(args.out).load(), docs, model=args.model), labels_path)
     report["labels"] = str(labels_path)
     Path(str(Path(args.out).with_suffix("")) + ".report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+    for kind, message in report.get("first_errors", {}).items():
+        print(f"tamis annotate: {report['by_status'][kind]} {kind}, the first: {message}", file=sys.stderr)
     if report["left"]:
         print(f"tamis annotate: {report['left']} questions unanswered (timeouts, errors or --max-items); "
               "rerun the same command to ask them again", file=sys.stderr)

@@ -30,26 +30,31 @@ def add_parser(subparsers) -> None:
                         "(held out of selection), e.g. \"domain == 'literature'\"")
     target.add_argument("--target", metavar="PATH", help="separate target documents (Parquet/JSONL)")
     p.add_argument("--target-group", metavar="COL", help="one validation set per value of COL; loss = mean")
-    p.add_argument("--out", required=True, metavar="WEIGHTS.json")
-    p.add_argument("--fraction", type=float, default=0.15)
+    p.add_argument("--out", required=True, metavar="WEIGHTS.json", help="weights and report to write (JSON)")
+    p.add_argument("--fraction", type=float, default=0.15,
+                   help="share of the sample each weight vector selects (default 0.15)")
     p.add_argument("--n-samples", type=int, default=256, help="proxy runs for the regression (paper: 256)")
-    p.add_argument("--n-candidates", type=int, default=1_000_000)
-    p.add_argument("--top-k", type=int, default=128)
-    p.add_argument("--proxy", choices=("ngram", "gpt2"), default="ngram")
+    p.add_argument("--n-candidates", type=int, default=1_000_000,
+                   help="weight vectors scored by the regression (default 1M)")
+    p.add_argument("--top-k", type=int, default=128, help="average of the best k candidates (default 128)")
+    p.add_argument("--proxy", choices=("ngram", "gpt2"), default="ngram",
+                   help="proxy model: n-gram LM (fast) or small GPT-2 (default ngram)")
     p.add_argument("--proxy-param", action="append", default=[], metavar="KEY=VALUE",
                    help="proxy option, e.g. order=4 or n_layer=2 (repeatable)")
     p.add_argument("--sample-size", type=int, default=50_000, help="documents drawn as the candidate pool")
-    p.add_argument("--pool-bytes", type=int, default=16_000_000)
+    p.add_argument("--pool-bytes", type=int, default=16_000_000,
+                   help="text bytes of the candidate pool (default 16 MB)")
     p.add_argument("--no-baselines", action="store_true", help="skip the random and single-signal proxies")
     p.add_argument("--local", action="store_true", help="train proxies in this process instead of Ray tasks")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mixers.quality_weights import QualityWeights
-    from pipeline.data import LocalData
-    from scorers.annotate import read_documents
+    from tamis.mixers.quality_weights import QualityWeights
+    from tamis.pipeline.data import LocalData
+    from tamis.pipeline.runner.session import map_tasks
+    from tamis.pipeline.readers import read_documents
 
     params = {}
     for item in args.proxy_param:
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     missing = sorted(set(stage.requires) - set(table.column_names))
     if missing:
         raise SystemExit(f"tamis learn-weights: input lacks columns {missing}")
-    runner = (lambda fn, items, **_: [fn(i) for i in items]) if args.local else None
+    runner = (lambda fn, items, **_: [fn(i) for i in items]) if args.local else map_tasks
     stage.fit(LocalData(table.select(list(stage.requires))), runner=runner)
     report = stage.report()
     out = {"signals": {c: ("+" if s > 0 else "-") for c, s in stage.signs_.items()},

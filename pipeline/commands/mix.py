@@ -23,13 +23,14 @@ def add_parser(sub) -> None:
     f.add_argument("--target", required=True, help="loss column (or target name for metric/<name>_val_loss)")
     f.add_argument("--eval-mixtures", type=Path, help="held-out mixture CSV for Spearman/Pearson")
     f.add_argument("--eval-losses", type=Path, help="held-out loss CSV (with --eval-mixtures)")
-    f.add_argument("--model", choices=("lightgbm", "linear"), default="lightgbm")
+    f.add_argument("--model", choices=("lightgbm", "linear"), default="lightgbm",
+                   help="mixture->loss regression (default lightgbm)")
     f.add_argument("--prior", type=Path, help="natural token share (prior.json from `mix proxies`, or "
                    "{domain: share}); centres the candidate mixtures and sets the 15x epoch bound")
     f.add_argument("--candidates", type=int, default=100_000, help="simulated mixtures (default 100000)")
     f.add_argument("--top-k", type=int, default=128, help="average of the best k candidates (default 128)")
     f.add_argument("--folds", type=int, default=5, help="k-fold when no eval files are given (default 5)")
-    f.add_argument("--seed", type=int, default=42)
+    f.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     f.add_argument("--out", type=Path, help="also write the JSON result to this file")
     f.add_argument("--json", action="store_true", help="print one JSON object")
     f.set_defaults(func=run_fit)
@@ -39,15 +40,17 @@ def add_parser(sub) -> None:
     r.add_argument("--out", required=True, type=Path, help="folder for mixtures.csv, losses.csv, prior.json")
     r.add_argument("--n-mixtures", type=int, default=64, help="training mixtures (RegMix: 512)")
     r.add_argument("--n-eval", type=int, default=0, help="extra held-out mixtures (eval_*.csv)")
-    r.add_argument("--kind", choices=("ngram", "gpt2"), default="ngram")
+    r.add_argument("--kind", choices=("ngram", "gpt2"), default="ngram",
+                   help="proxy model: n-gram LM or small GPT-2 (default ngram)")
     r.add_argument("--token-budget", type=int, default=1_000_000, help="training tokens per proxy")
     r.add_argument("--targets", default=None, help="comma list: 'all', a domain, or domains joined by '+' "
                    "(default: all and every domain)")
-    r.add_argument("--domain-column", default="domain")
+    r.add_argument("--domain-column", default="domain", help="column naming each document's domain (default domain)")
     r.add_argument("--tokenizer", default=None, help="tokenizer.json or folder (default: UTF-8 bytes)")
-    r.add_argument("--valid-fraction", type=float, default=0.05)
+    r.add_argument("--valid-fraction", type=float, default=0.05,
+                   help="share of each domain held out for the proxies' losses (default 0.05)")
     r.add_argument("--order", type=int, default=5, help="n-gram order (ngram proxies)")
-    r.add_argument("--seed", type=int, default=42)
+    r.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     r.add_argument("--local", action="store_true", help="run proxies in this process instead of Ray tasks")
     r.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per proxy task (gpt2)")
     r.set_defaults(func=run_proxies)
@@ -56,12 +59,14 @@ def add_parser(sub) -> None:
     a.add_argument("input", type=Path, help="Parquet file or folder, or a run folder (uses curated/)")
     a.add_argument("--mixture", required=True, type=Path, help="mixture JSON (`mix fit --json` output or a dict)")
     a.add_argument("--tokens", required=True, type=float, help="token budget")
-    a.add_argument("--out", required=True, type=Path)
+    a.add_argument("--out", required=True, type=Path, help="folder to write the mixed Parquet to")
     a.add_argument("--max-epochs", type=float, default=4.0, help="repeat cap per domain (default 4)")
-    a.add_argument("--on-cap", choices=("redistribute", "shrink"), default="redistribute")
+    a.add_argument("--on-cap", choices=("redistribute", "shrink"), default="redistribute",
+                   help="a domain at --max-epochs: give its missing tokens to the others, or shrink the "
+                        "output (default redistribute)")
     a.add_argument("--tokenizer", default=None, help="'bytes' (default), 'whitespace', or a tokenizer path")
-    a.add_argument("--domain-column", default="domain")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--domain-column", default="domain", help="column naming each document's domain (default domain)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the document sampling (default 0)")
     a.set_defaults(func=run_apply)
 
 
@@ -78,7 +83,7 @@ def _load_prior(path: Path | None) -> dict | None:
 
 
 def _joined(mix_path, loss_path, target, domains=None):
-    from mixers import proxy_runs as pr
+    from tamis.mixers import proxy_runs as pr
     mix, loss = pr.read_table(mix_path, "mixture"), pr.read_table(loss_path, "loss")
     col = pr.resolve_target(loss.columns, target, loss_path)
     j = pr.join(mix, loss, col, domains, names=(str(mix_path), str(loss_path)))
@@ -96,8 +101,8 @@ def _short(rows: list, n: int = 10) -> str:
 
 
 def run_fit(args) -> int:
-    from mixers import proxy_runs as pr
-    from mixers.regmix import RegMixRegressor, cross_validate
+    from tamis.mixers import proxy_runs as pr
+    from tamis.mixers.regmix import RegMixRegressor, cross_validate
 
     if (args.eval_mixtures is None) != (args.eval_losses is None):
         return _err("--eval-mixtures and --eval-losses go together")
@@ -159,29 +164,15 @@ def _baselines(reg, prior) -> dict[str, float]:
     return out
 
 
-def _read_input(path: Path, columns: list[str] | None = None):
-    """A Parquet file, a folder of Parquet files, or a run folder (its curated/ part)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    if path.is_dir() and (path / "curated").is_dir():
-        path = path / "curated"
-    if path.is_dir():
-        files = sorted(f for f in path.rglob("*.parquet")
-                       if not any(p.startswith((".", "_")) for p in f.relative_to(path).parts))
-    else:
-        files = [path] if path.exists() else []
-    if not files:
-        raise ValueError(f"{path}: no Parquet input found")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="permissive")
-
-
 def run_proxies(args) -> int:
     import polars as pl
-    from mixers import proxy_runs as pr
-    from mixers.mixtures import sample_mixtures
+    from tamis.mixers import proxy_runs as pr
+    from tamis.mixers.mixture_design import sample_mixtures
+    from tamis.pipeline.readers import read_documents
+    from tamis.pipeline.runner.session import map_tasks
 
     try:
-        df = pl.from_arrow(_read_input(args.input, ["id", "text", args.domain_column]))
+        df = pl.from_arrow(read_documents(args.input, columns=["id", "text", args.domain_column]))
         pools = pr.build_pools(df, domain_column=args.domain_column, tokenizer=args.tokenizer,
                                valid_fraction=args.valid_fraction, pool_tokens=args.token_budget,
                                seed=args.seed)
@@ -191,7 +182,7 @@ def run_proxies(args) -> int:
     n = args.n_mixtures + args.n_eval
     M = sample_mixtures([pools.natural[d] for d in pools.domains], n, seed=args.seed)
     params = {"order": args.order} if args.kind == "ngram" else {}
-    runner = pr.local_runner if args.local else None
+    runner = pr.local_runner if args.local else map_tasks
     mix, loss = pr.run_proxies(M, pools, valid, kind=args.kind, token_budget=args.token_budget,
                                seed=args.seed, params=params, runner=runner, num_gpus=args.num_gpus)
     out = args.out
@@ -220,16 +211,17 @@ def run_apply(args) -> int:
     import polars as pl
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from mixers.mixture import MixtureSampler
-    from mixers.proxy_runs import stable_hash
-    from pipeline.data import LocalData
+    from tamis.mixers.mixture import Mixture
+    from tamis.mixers.proxy_runs import stable_hash
+    from tamis.pipeline.data import LocalData
+    from tamis.pipeline.readers import read_documents
 
-    stage = MixtureSampler(mixture=str(args.mixture), tokens=args.tokens, tokenizer=args.tokenizer,
+    stage = Mixture(mixture=str(args.mixture), tokens=args.tokens, tokenizer=args.tokenizer,
                            max_epochs=args.max_epochs, on_cap=args.on_cap, seed=args.seed,
                            domain_column=args.domain_column)
     try:
         stage.validate()
-        table = _read_input(args.input)
+        table = read_documents(args.input)
         missing = [c for c in ("id", "text", args.domain_column) if c not in table.column_names]
         if missing:
             return _err(f"{args.input}: input lacks column(s) {missing}")

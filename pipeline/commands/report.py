@@ -7,14 +7,14 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="print a run's per-stage table, or write an HTML report")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="the run folder of `tamis run` (its output)")
     p.add_argument("--html", type=Path, metavar="OUT.html", help="write a self-contained page with plots")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from pipeline.report import format_table, load_reports
+    from tamis.pipeline.report import format_table, load_reports
 
     try:
         summary, stages = load_reports(args.run_dir)
@@ -26,7 +26,7 @@ def run(args) -> int:
     else:
         print(format_table(summary, stages))
     if args.html:
-        from pipeline.html_report import render_html
+        from tamis.pipeline.html_report import render_html
         args.html.write_text(render_html(summary, stages))
         print(f"wrote {args.html}")
     return 0

@@ -14,30 +14,36 @@ def add_parser(subparsers) -> None:
                     "params: {models: {professionalism: DIR}}.")
     p.add_argument("--labels", required=True, metavar="P.parquet", help="Parquet file or folder with the labels")
     p.add_argument("--score-column", required=True, metavar="C", help="column with the 0-5 score")
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-column", default="text", help="column holding the text (default text)")
     p.add_argument("--id-column", default="id", help="used for the held-out split (row number when absent)")
-    p.add_argument("--output", required=True, metavar="DIR")
-    p.add_argument("--features", choices=("ngrams", "embed"), default="ngrams")
-    p.add_argument("--objective", choices=("regression", "multiclass"), default="regression")
+    p.add_argument("--output", required=True, metavar="DIR", help="rater folder to write (rater.json + model.txt)")
+    p.add_argument("--features", choices=("ngrams", "embed"), default="ngrams",
+                   help="hashed n-grams (fast) or text embeddings (default ngrams)")
+    p.add_argument("--objective", choices=("regression", "multiclass"), default="regression",
+                   help="LightGBM objective (default regression)")
     p.add_argument("--analyzer", choices=("word", "char_wb", "char"), default="word",
                    help="n-gram unit for --features ngrams (char_wb is slower)")
     p.add_argument("--ngram-max", type=int, default=2, help="longest n-gram (default 2 words)")
     p.add_argument("--n-features", type=int, default=2**16, help="hash buckets (default 65536)")
     p.add_argument("--embed-model", metavar="PATH", help="--features embed: local encoder folder "
                    "(default: the embed stage's all-MiniLM-L6-v2)")
-    p.add_argument("--embed-backend", choices=("transformer", "hashed"), default="transformer")
+    p.add_argument("--embed-backend", choices=("transformer", "hashed"), default="transformer",
+                   help="--features embed: a transformer encoder or hashed embeddings (default transformer)")
     p.add_argument("--num-rounds", type=int, default=1000, help="most boosting rounds (early stopping picks)")
-    p.add_argument("--learning-rate", type=float, default=0.05)
+    p.add_argument("--learning-rate", type=float, default=0.05, help="LightGBM learning rate (default 0.05)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held out for the reported metrics")
-    p.add_argument("--threads", type=int, default=0, help="LightGBM threads (default 0: all cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="LightGBM threads; 0 = all cores (default 1: LightGBM's OpenMP threads spin-wait, and "
+                        "on cores other work shares, all-core training did not finish in 10 minutes where one "
+                        "thread took 78 s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and LightGBM (default 0)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from scorers.rater_train import train_rater
+    from tamis.scorers.meta_rater.train import train_rater
 
     df = pl.read_parquet(args.labels)
     for col in (args.text_column, args.score_column):

@@ -8,7 +8,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from mixers.embed import EmbedScorer, embedding_matrix, hash_strings, hashed_embed
+from tamis.mixers.embed import Embed
+
+from tamis.pipeline.vectors.embeddings import embedding_matrix, hash_strings, hashed_embed
 
 PAIRS = [  # (sentence, paraphrase)
     ("The cat is sleeping on the sofa.", "A cat naps on the couch."),
@@ -35,7 +37,7 @@ def _vecs(scorer, texts) -> np.ndarray:
 
 def test_hashed_shape_dtype_and_norm(corpus_dir):
     t = _mix(corpus_dir)
-    s = EmbedScorer(backend="hashed", dim=128)
+    s = Embed(backend="hashed", dim=128)
     s.validate()
     col = s.score(t)["embedding"]
     assert col.type == pa.list_(pa.float32(), 128) == s.output_columns()["embedding"]
@@ -45,7 +47,7 @@ def test_hashed_shape_dtype_and_norm(corpus_dir):
 
 
 def test_hashed_empty_text_and_empty_batch():
-    s = EmbedScorer(backend="hashed", dim=64)
+    s = Embed(backend="hashed", dim=64)
     m = _vecs(s, ["", "words here", "   "])
     assert np.all(m[0] == 0) and np.all(m[2] == 0) and abs(np.linalg.norm(m[1]) - 1) < 1e-5
     out = s.score(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.large_string())}))
@@ -54,11 +56,11 @@ def test_hashed_empty_text_and_empty_batch():
 
 def test_hashed_is_partition_independent_and_seeded(corpus_dir):
     t = _mix(corpus_dir)
-    s = EmbedScorer(backend="hashed", dim=64, seed=3)
+    s = Embed(backend="hashed", dim=64, seed=3)
     whole = embedding_matrix(s.score(t)["embedding"])
     parts = np.vstack([embedding_matrix(s.score(t.slice(a, 17))["embedding"]) for a in range(0, t.num_rows, 17)])
     np.testing.assert_allclose(whole, parts, atol=1e-6)
-    other = embedding_matrix(EmbedScorer(backend="hashed", dim=64, seed=4).score(t)["embedding"])
+    other = embedding_matrix(Embed(backend="hashed", dim=64, seed=4).score(t)["embedding"])
     assert not np.allclose(whole, other)
 
 
@@ -75,7 +77,7 @@ def test_hashed_near_copy_closer_than_other_documents(corpus_dir):
 
 def test_nearest_neighbour_shares_the_domain(corpus_dir):
     t = _mix(corpus_dir, names=("sotu", "linux-doc-6.1", "licenses-copyright", "bible-web", "python-stdlib"))
-    m = embedding_matrix(EmbedScorer(backend="hashed", dim=256).score(t)["embedding"])
+    m = embedding_matrix(Embed(backend="hashed", dim=256).score(t)["embedding"])
     dom = np.array(t["domain"].to_pylist())
     sim = m @ m.T
     np.fill_diagonal(sim, -2)
@@ -106,11 +108,11 @@ def test_validate_names_the_parameter():
                      ({"backend": "hashed", "ngram_range": (2, 1)}, "ngram_range"),
                      ({"backend": "hashed", "device": "tpu"}, "device"), ({"model": "/nonexistent"}, "model")]:
         with pytest.raises(ValueError, match=name):
-            EmbedScorer(**kw).validate()
+            Embed(**kw).validate()
 
 
 def test_pickles_before_setup_and_stores_params():
-    s = EmbedScorer(backend="hashed", dim=32, seed=5)
+    s = Embed(backend="hashed", dim=32, seed=5)
     s2 = pickle.loads(pickle.dumps(s))
     assert s2.get_params() == s.get_params() and s2.dim == 32
 
@@ -120,7 +122,7 @@ def test_transformer_offline_384d_paraphrases_closer(corpus_dir, monkeypatch):
     fortunes = pl.read_parquet(corpus_dir / "fortunes.parquet").filter(
         pl.col("text").str.len_chars() < 200).head(30)["text"].to_list()
     texts = [t for p in PAIRS for t in p] + fortunes  # 50 short texts
-    s = EmbedScorer(batch_size=16)
+    s = Embed(batch_size=16)
     s.validate()
     assert s.output_columns()["embedding"] == pa.list_(pa.float32(), 384)
     s.setup()

@@ -9,9 +9,10 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from mixers.embed import EmbedScorer
-from mixers.kmeans import KMeansStage, assign, class_tfidf_terms, fit_centroids
-from pipeline.data import LocalData
+from tamis.mixers.embed import Embed
+from tamis.mixers.kmeans import KMeans
+from tamis.pipeline.vectors.kmeans import assign, class_tfidf_terms, fit_centroids
+from tamis.pipeline.data import LocalData
 
 SOURCES = ("sotu", "linux-doc-6.1", "licenses-copyright", "bible-web", "python-stdlib", "postgresql-doc-15")
 
@@ -22,12 +23,12 @@ def table(corpus_dir) -> pa.Table:
     df = pl.concat(parts).with_columns(pl.col("text").str.slice(0, 2500))
     df = df.with_columns(pl.col("text").str.len_chars().cast(pl.Float64).log1p().alias("quality"))
     t = df.to_arrow()
-    return t.append_column("embedding", EmbedScorer(backend="hashed", dim=512).score(t)["embedding"])
+    return t.append_column("embedding", Embed(backend="hashed", dim=512).score(t)["embedding"])
 
 
 @pytest.fixture(scope="module")
-def fitted(table) -> KMeansStage:
-    return KMeansStage(n_clusters=6, n_iter=30, n_redo=2, pca_dim=64, quality="quality", n_terms=8,
+def fitted(table) -> KMeans:
+    return KMeans(n_clusters=6, n_iter=30, n_redo=2, pca_dim=64, quality="quality", n_terms=8,
                        map_points=100).fit(LocalData(table))
 
 
@@ -66,22 +67,22 @@ def test_report_sizes_quality_terms_and_map(table, fitted):
 
 
 def test_seed_reproduces_and_refit_replaces(table):
-    a = KMeansStage(n_clusters=5, n_iter=20, n_redo=1, seed=7, n_terms=0).fit(LocalData(table))
-    b = KMeansStage(n_clusters=5, n_iter=20, n_redo=1, seed=7, n_terms=0).fit(LocalData(table))
+    a = KMeans(n_clusters=5, n_iter=20, n_redo=1, seed=7, n_terms=0).fit(LocalData(table))
+    b = KMeans(n_clusters=5, n_iter=20, n_redo=1, seed=7, n_terms=0).fit(LocalData(table))
     np.testing.assert_allclose(a.centroids_, b.centroids_, atol=1e-5)
     a.fit(LocalData(table.slice(0, 40)))
     assert a.report()["sizes"] and sum(a.report()["sizes"]) == 40
 
 
 def test_sample_size_bounds_the_fit(table):
-    km = KMeansStage(n_clusters=4, n_iter=10, sample_size=50, n_terms=0).fit(LocalData(table))
+    km = KMeans(n_clusters=4, n_iter=10, sample_size=50, n_terms=0).fit(LocalData(table))
     assert km.fit_rows_ == 50 and sum(km.sizes_) == table.num_rows
 
 
 def test_more_clusters_than_rows_and_empty_input(table):
-    km = KMeansStage(n_clusters=50, n_terms=0).fit(LocalData(table.slice(0, 7)))
+    km = KMeans(n_clusters=50, n_terms=0).fit(LocalData(table.slice(0, 7)))
     assert len(km.centroids_) == 7
-    empty = KMeansStage(n_clusters=3).fit(LocalData(table.slice(0, 0)))
+    empty = KMeans(n_clusters=3).fit(LocalData(table.slice(0, 0)))
     assert empty.report()["n_clusters"] == 0
     out = empty.transform(table.slice(0, 2))
     assert out["cluster_id"].null_count == 2
@@ -112,5 +113,5 @@ def test_validate_names_the_parameter():
     for kw, name in [({"n_clusters": 0}, "n_clusters"), ({"n_iter": 0}, "n_iter"), ({"pca_dim": 1}, "pca_dim"),
                      ({"sample_size": -1}, "sample_size"), ({"quality": 3}, "quality")]:
         with pytest.raises(ValueError, match=name):
-            KMeansStage(**kw).validate()
-    assert KMeansStage(quality="q").required_columns() == ("embedding", "text", "q")
+            KMeans(**kw).validate()
+    assert KMeans(quality="q").required_columns() == ("embedding", "text", "q")

@@ -5,9 +5,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mixers import proxy_runs as pr
-from mixers.mixtures import sample_mixtures
-from pipeline.cli import main
+from tamis.mixers import proxy_runs as pr
+from tamis.mixers.mixture_design import sample_mixtures
+from tamis.pipeline.cli import main
 
 DOMAINS = ["arxiv", "github", "pile_cc", "wiki"]
 PRIOR = np.array([0.3, 0.3, 0.25, 0.15])

@@ -1,4 +1,4 @@
-"""MixtureSampler (`use: mixture`): token budget, repeat cap, hashing, report, keep rule."""
+"""Mixture (`use: mixture`): token budget, repeat cap, hashing, report, keep rule."""
 import json
 
 import numpy as np
@@ -6,9 +6,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from mixers.mixture import MixtureSampler, allocate, load_mixture
-from pipeline.data import LocalData
-from pipeline.rules import compile_rules, first_failure
+from tamis.mixers.mixture import Mixture, allocate, load_mixture
+from tamis.pipeline.data import LocalData
+from tamis.pipeline.rules import compile_rules, first_failure
 
 FILES = ["sotu", "python-stdlib", "licenses-copyright", "reuters-tm", "fortunes", "dict-wn"]
 
@@ -22,7 +22,7 @@ def table(corpus_dir):
 @pytest.fixture(scope="module")
 def fitted(table):
     mix = {"speeches": 0.4, "code": 0.3, "news": 0.2, "quotes": 0.1}
-    return MixtureSampler(mixture=mix, tokens=3_000_000, max_epochs=4).fit(LocalData(table))
+    return Mixture(mixture=mix, tokens=3_000_000, max_epochs=4).fit(LocalData(table))
 
 
 def used(table, repeats) -> pl.DataFrame:
@@ -59,15 +59,15 @@ def test_transform_matches_report_and_ignores_batching(table, fitted):
 def test_keep_rule_rejects_unused_rows(table, fitted):
     r = fitted.transform(table)["mixture_repeats"]
     df = pl.from_arrow(table.select(["id"]).append_column("mixture_repeats", r))
-    reasons = first_failure(df, compile_rules(MixtureSampler.default_keep))
+    reasons = first_failure(df, compile_rules(Mixture.default_keep))
     assert (reasons == "not_in_mixture").sum() == int((r.to_numpy() == 0).sum()) > 0
     assert reasons.filter(pl.Series(r.to_numpy() > 0)).is_null().all()
 
 
 def test_seed_changes_selection_not_budget(table):
     mix = {"speeches": 0.5, "code": 0.5}
-    a = MixtureSampler(mixture=mix, tokens=1_000_000, seed=1).fit(LocalData(table))
-    b = MixtureSampler(mixture=mix, tokens=1_000_000, seed=2).fit(LocalData(table))
+    a = Mixture(mixture=mix, tokens=1_000_000, seed=1).fit(LocalData(table))
+    b = Mixture(mixture=mix, tokens=1_000_000, seed=2).fit(LocalData(table))
     ra, rb = (s.transform(table)["mixture_repeats"].to_numpy() for s in (a, b))
     assert not np.array_equal(ra, rb)
     for s in (a, b):   # speeches documents are ~60 KB: within about half a document per domain
@@ -76,7 +76,7 @@ def test_seed_changes_selection_not_budget(table):
 
 def test_shrink_keeps_proportions(table):
     mix = {"speeches": 0.5, "news": 0.5}
-    s = MixtureSampler(mixture=mix, tokens=5_000_000, max_epochs=2, on_cap="shrink").fit(LocalData(table))
+    s = Mixture(mixture=mix, tokens=5_000_000, max_epochs=2, on_cap="shrink").fit(LocalData(table))
     rep = s.report()["domains"]
     assert rep["news"]["capped"]
     assert rep["speeches"]["tokens"] == pytest.approx(rep["news"]["tokens"], rel=0.1)
@@ -84,13 +84,13 @@ def test_shrink_keeps_proportions(table):
 
 def test_unknown_and_missing_domains(table):
     t = table.append_column("other", pa.array(["x"] * table.num_rows))
-    s = MixtureSampler(mixture={"speeches": 1.0, "poetry": 1.0}, tokens=500_000).fit(LocalData(t))
+    s = Mixture(mixture={"speeches": 1.0, "poetry": 1.0}, tokens=500_000).fit(LocalData(t))
     rep = s.report()
     assert rep["domains"]["poetry"]["missing"] and rep["domains"]["poetry"]["tokens"] == 0
     assert rep["tokens"] == pytest.approx(500_000, rel=0.05)       # poetry's share went to speeches
     nulls = pa.table({"id": ["z1", "z2"], "text": ["a b", "c"], "domain": pa.array([None, "nope"], pa.string())})
     assert s.transform(nulls)["mixture_repeats"].to_pylist() == [0, 0]
-    by_other = MixtureSampler(mixture={"x": 1}, tokens=10, domain_column="other")
+    by_other = Mixture(mixture={"x": 1}, tokens=10, domain_column="other")
     assert by_other.required_columns() == ("text", "other")
 
 
@@ -106,9 +106,9 @@ def test_mixture_files_and_validation(tmp_path):
             load_mixture(bad)
     for kw, name in (({"tokens": 0}, "tokens"), ({"max_epochs": 0}, "max_epochs"), ({"on_cap": "x"}, "on_cap")):
         with pytest.raises(ValueError, match=name):
-            MixtureSampler(**{"mixture": {"a": 1}, "tokens": 10, **kw}).validate()
+            Mixture(**{"mixture": {"a": 1}, "tokens": 10, **kw}).validate()
     with pytest.raises(RuntimeError, match="not fitted"):
-        MixtureSampler(mixture={"a": 1}, tokens=10).transform(pa.table({"id": ["1"], "text": ["x"], "domain": ["a"]}))
+        Mixture(mixture={"a": 1}, tokens=10).transform(pa.table({"id": ["1"], "text": ["x"], "domain": ["a"]}))
 
 
 def test_allocate_water_fills():
@@ -122,7 +122,7 @@ def test_allocate_water_fills():
 def test_shipped_job_loads():
     from pathlib import Path
 
-    from pipeline.spec import load_job
+    from tamis.pipeline.spec import load_job
 
     job = load_job(Path(__file__).resolve().parents[2] / "jobs" / "regmix.yaml")
     stage = job.stages[-1]
@@ -132,10 +132,12 @@ def test_shipped_job_loads():
 
 def test_fit_through_ray_data_matches_local(table, fitted, ray_session):
     """The stage's fit only uses `Data` operations: on Ray Data it learns exactly what it learns locally."""
-    from pipeline import ray_runner
+    import ray
 
-    data = ray_runner.RayData(ray_runner.ray.data.from_arrow(table))
-    on_ray = MixtureSampler(**fitted.get_params()).fit(data)
+    from tamis.pipeline.runner.ray_data import RayData
+
+    data = RayData(ray.data.from_arrow(table))
+    on_ray = Mixture(**fitted.get_params()).fit(data)
     assert on_ray.report() == fitted.report()
     np.testing.assert_array_equal(on_ray.transform(table)["mixture_repeats"].to_numpy(),
                                   fitted.transform(table)["mixture_repeats"].to_numpy())

@@ -5,9 +5,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mixers import proxy_runs as pr
-from mixers._ngram_lm import KneserNeyLM
-from mixers.proxies import count_tokens, train_proxy
+from tamis.mixers import proxy_runs as pr
+from tamis.mixers.ngram_lm import KneserNeyLM
+from tamis.mixers.proxy_models import count_tokens, train_proxy
 
 
 @pytest.fixture(scope="module")
@@ -147,12 +147,12 @@ def test_stable_hash_is_fixed():
 
 
 def test_proxies_run_as_ray_tasks(corpus, ray_session):
-    pytest.importorskip("pipeline.ray_runner").map_tasks
+    from tamis.pipeline.runner.session import map_tasks
     pools = pr.build_pools(corpus, pool_tokens=30_000, seed=0)
     valid = pr.targets(pools, ["code"], all_tokens=10_000)
     M = np.full((2, len(pools.domains)), 1 / len(pools.domains))
     M[1] = np.eye(len(pools.domains))[pools.domains.index("code")]
-    mix, loss = pr.run_proxies(M, pools, valid, token_budget=30_000, params={"order": 3})   # map_tasks
+    mix, loss = pr.run_proxies(M, pools, valid, token_budget=30_000, params={"order": 3}, runner=map_tasks)
     local = pr.run_proxies(M, pools, valid, token_budget=30_000, params={"order": 3}, runner=pr.local_runner)[1]
     np.testing.assert_allclose(loss["metric/code_val_loss"].to_numpy(), local["metric/code_val_loss"].to_numpy())
     assert loss["metric/code_val_loss"][1] < loss["metric/code_val_loss"][0]

@@ -1,4 +1,4 @@
-"""`mixers.quality_weights`: the Meta-rater weight learner on shared-corpus text."""
+"""`tamis.mixers.quality_weights`: the Meta-rater weight learner on shared-corpus text."""
 from __future__ import annotations
 
 import math
@@ -10,9 +10,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from mixers import _weight_search as ws
-from mixers.quality_weights import QualityWeights, parse_signals, scaled_exprs
-from pipeline.data import LocalData
+from tamis.mixers import weight_search as ws
+from tamis.mixers.quality_weights import QualityWeights, parse_signals, scaled_exprs
+from tamis.pipeline.data import LocalData
 
 
 def unigram_proxy(kind, train_texts, valid, *, token_budget, seed=0, **params):
@@ -195,7 +195,7 @@ def test_given_weights_only_scale(table):
 def test_cli_learn_weights_local(table, tmp_path, capsys):
     import json
 
-    from pipeline.cli import main
+    from tamis.pipeline.cli import main
 
     src = tmp_path / "scored.parquet"
     pl.from_arrow(table).write_parquet(src)
@@ -216,8 +216,8 @@ def test_job_through_ray_runner(table, tmp_path, ray_session):
     """A job with the stage: fit on Ray Data, proxies as Ray tasks (map_tasks), `quality` on every row."""
     import json
 
-    from pipeline.run import run_job
-    from pipeline.spec import load_job
+    from tamis.pipeline.runner.job import run_job
+    from tamis.pipeline.spec import load_job
 
     src = tmp_path / "in" / "scored.parquet"
     src.parent.mkdir()

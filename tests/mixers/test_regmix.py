@@ -3,8 +3,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mixers.mixtures import sample_mixtures
-from mixers.regmix import RegMixRegressor, correlations, cross_validate
+from tamis.mixers.mixture_design import sample_mixtures
+from tamis.mixers.regmix import RegMixRegressor, correlations, cross_validate
 
 PRIOR = np.array([0.35, 0.25, 0.2, 0.12, 0.08])
 DOMAINS = ["a", "b", "c", "d", "e"]

@@ -11,10 +11,10 @@ import polars as pl
 import psutil
 import pytest
 
-from pipeline.cli import main
-from pipeline.report import load_reports
-from pipeline.run import run_job
-from pipeline.spec import load_job
+from tamis.pipeline.cli import main
+from tamis.pipeline.report import load_reports
+from tamis.pipeline.runner.job import run_job
+from tamis.pipeline.spec import load_job
 
 REPO = Path(__file__).resolve().parents[2]
 GCS_PORT, DASHBOARD_PORT = 6391, 8291
@@ -115,7 +115,7 @@ def test_stop_a_running_job(cluster, shard_job, tmp_path, monkeypatch, capsys):
 
 
 def test_submitted_jobs_get_one_library_thread(monkeypatch):
-    from pipeline.commands.cluster import runtime_env
+    from tamis.pipeline.commands.cluster import runtime_env
 
     monkeypatch.delenv("POLARS_MAX_THREADS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "4")

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.report import load_reports
-from pipeline.run import run_job
-from pipeline.spec import load_job
+from tamis.pipeline.report import load_reports
+from tamis.pipeline.runner.job import run_job
+from tamis.pipeline.spec import load_job
 
 REPO = Path(__file__).resolve().parents[2]
 

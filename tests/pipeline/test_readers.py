@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.readers import Quarantine, ReadStats, input_units, merge_read_stats, read_file, split_unit
+from tamis.pipeline.readers import Quarantine, ReadStats, input_units, merge_read_stats, read_file, split_unit
 
 
 def read(path, **kw):
@@ -95,13 +95,17 @@ def test_hf_save_to_disk_and_arrow(tmp_path):
     assert t["text"].to_pylist() == ["a", "b", "c"] and t["domain"].to_pylist() == ["x", "y", "z"]
 
 
-def test_truncated_gzip_keeps_what_was_read(tmp_path):
+def test_truncated_gzip_quarantines_what_was_read(tmp_path):
+    """A cut-short archive cannot be verified (its checksum is at the end): the lines that can be read
+    go to quarantine with the reason, none become documents, and the rest is one more row (-1)."""
     full = gzip.compress(GOOD * 2000)
     p = tmp_path / "cut.jsonl.gz"
     p.write_bytes(full[: len(full) // 2])
     t, stats, q = read(p)
-    assert t.num_rows > 0 and stats.warnings and q.rows[-1][0] == -1
-    assert stats.rows_read == t.num_rows + len(q.rows)
+    assert t is None and stats.warnings and q.rows[-1][0] == -1 and stats.corrupt.startswith(
+        "input corrupt: gzip stream truncated")
+    assert len(q.rows) > 1 and all(err == stats.corrupt for _, err, _ in q.rows[:-1])
+    assert stats.rows_read == len(q.rows) == stats.rows_quarantined
 
 
 def test_real_corpus_parquet(corpus_dir):

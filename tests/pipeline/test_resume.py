@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.run import run_job
-from pipeline.spec import load_job
+from tamis.pipeline.runner.job import run_job
+from tamis.pipeline.spec import load_job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ SLOW = '''
 import os, time
 import pyarrow as pa
 import pyarrow.compute as pc
-from scorers import Scorer
+from tamis.pipeline.stage import Scorer
 
 
 class Slow(Scorer):
@@ -104,7 +104,7 @@ def test_sigkill_then_resume_gives_identical_output(ray_session, shards, tmp_pat
         pl.concat([pl.read_ndjson(f) for f in sorted(shards.glob("part-*.jsonl"))]).write_parquet(one, row_group_size=100)
     job = job_file(shards, tmp_path, stage, *((str(one), ", split_bytes: 1") if split else ()))
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--output", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "tamis.pipeline.cli", "run", str(job), "--output", str(out),
                              "--no-progress"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "_work" / "manifest" / "stream-00"

@@ -1,7 +1,7 @@
 import polars as pl
 import pytest
 
-from pipeline.rules import RuleError, compile_rule, compile_rules, first_failure
+from tamis.pipeline.rules import RuleError, compile_rule, compile_rules, first_failure
 
 DF = pl.DataFrame({"a": [1, 5, None, 10], "lang": ["en", "fr", "en", "de"], "d": [None, "x", None, None],
                    "t": ["hello", "", "abc", "wxyz"]})
@@ -35,3 +35,23 @@ def test_bad_rules_raise_with_rule_text(bad):
 def test_unknown_column_is_named():
     with pytest.raises(RuleError, match="nope"):
         first_failure(DF, compile_rules({"r": "nope > 1"}))
+
+
+@pytest.mark.parametrize("text, why", [("a > " + "-" * 100_000 + "1", "100,005 characters long"),
+                                       ("a > " + "-" * 2_000 + "1", "nested deeper than the limit of 64"),
+                                       ("a > " + "(" * 300 + "1" + ")" * 300, "cannot parse"),
+                                       ("a > " + " + ".join(["1"] * 70), "nested deeper")])
+def test_pathological_rules_are_refused_by_name(text, why):
+    """Long or deep rules are a clear RuleError (rule named, text cut short), never a parser crash."""
+    with pytest.raises(RuleError, match=why) as e:
+        compile_rule("huge", text)
+    assert "'huge'" in str(e.value) and len(str(e.value)) < 400
+
+
+def test_rules_within_the_limits_still_compile():
+    from tamis.pipeline.rules import MAX_RULE_CHARS, MAX_RULE_DEPTH
+
+    assert MAX_RULE_CHARS == 10_000 and MAX_RULE_DEPTH == 64
+    wide = "lang in [" + ", ".join(f"'l{i}'" for i in range(1000)) + "]"  # long but shallow
+    assert len(wide) < MAX_RULE_CHARS and compile_rule("wide", wide).columns == {"lang"}
+    assert reasons({"neg": "a > " + "-" * 40 + "1"}) == ["neg", None, "neg", None]  # a > 1

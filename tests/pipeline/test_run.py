@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.apply import BatchStats, carry_stats, merge_stats, pop_stats
-from pipeline.cli import main
-from pipeline.report import load_reports
-from pipeline.run import run_job
-from pipeline.spec import SpecError, load_job
+from tamis.pipeline.counts import BatchStats, merge_stats
+from tamis.pipeline.runner.apply import carry_stats, pop_stats
+from tamis.pipeline.cli import main
+from tamis.pipeline.report import load_reports
+from tamis.pipeline.runner.job import run_job
+from tamis.pipeline.spec import SpecError, load_job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,7 +104,7 @@ def test_score_stats_sample_beyond_limit(monkeypatch):
     """Past SAMPLE_ROWS, quantiles come from every k-th row; counts, means and histograms stay exact."""
     import numpy as np
 
-    from pipeline import report
+    from tamis.pipeline import report
 
     x = np.random.default_rng(0).lognormal(size=50_000)
     lf = pl.LazyFrame({"s": x, "n": [None] * 49_000 + [1.0] * 1_000})
@@ -197,14 +198,14 @@ def test_bad_input_run_loses_nothing(ray_session, bad_inputs, tmp_path):
 def test_global_fits_in_place_and_on_ray_agree(ray_session, bad_inputs, tmp_path, monkeypatch):
     """Small segments are fitted on the driver, larger ones over Ray Data: the same decisions either way,
     with the earlier global stage of the stream (unique_ids) applied before exact_dedup fits."""
-    from pipeline import ray_runner
+    from tamis.pipeline.runner import fits
 
     job_file = tmp_path / "job.yaml"
     job_file.write_text("stages:\n  - use: filter\n    keep: {empty: 'len(text) > 0'}\n"
                         "  - use: exact_dedup\n    keep: default\n")
     got = {}
-    for where, rows in (("driver", ray_runner.LOCAL_FIT_ROWS), ("ray", 0)):
-        monkeypatch.setattr(ray_runner, "LOCAL_FIT_ROWS", rows)
+    for where, rows in (("driver", fits.LOCAL_FIT_ROWS), ("ray", 0)):
+        monkeypatch.setattr(fits, "LOCAL_FIT_ROWS", rows)
         run = tmp_path / where
         run_job(load_job(job_file, inputs=[str(bad_inputs)], output=str(run)), progress=False)
         _, stages = load_reports(run)
@@ -231,7 +232,7 @@ def test_changed_job_refused_without_restart(ray_session, bad_inputs, tmp_path):
 PLUGIN = '''
 import pyarrow as pa
 import pyarrow.compute as pc
-from scorers import Scorer
+from tamis.pipeline.stage import Scorer
 
 
 class VowelShare(Scorer):
@@ -274,16 +275,20 @@ def test_plugin_from_entry_point(ray_session, tmp_path, corpus_dir, monkeypatch)
     (site / "ep_vowels-0.1.dist-info").mkdir(parents=True)
     (site / "ep_vowels.py").write_text(PLUGIN)
     (site / "ep_vowels-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-vowels\nVersion: 0.1\n")
-    (site / "ep_vowels-0.1.dist-info" / "entry_points.txt").write_text("[tamis.scorers]\nvowels = ep_vowels:VowelShare\n")
+    (site / "ep_vowels-0.1.dist-info" / "entry_points.txt").write_text("[tamis.stages]\nvowels = ep_vowels:VowelShare\n")
     monkeypatch.syspath_prepend(str(site))
     (tmp_path / "job.yaml").write_text(f"inputs: [{corpus_dir / 'reuters-tm.parquet'}]\nstages:\n  - use: vowels\n    keep: default\n")
     summary = run_job(load_job(tmp_path / "job.yaml", output=str(tmp_path / "run")), progress=False)
     assert summary["conservation"]["holds"] and "ep_vowels" in sys.modules
+    # registered in the group's old name: the error says where it moved
+    (site / "ep_vowels-0.1.dist-info" / "entry_points.txt").write_text("[tamis.scorers]\nvowels = ep_vowels:VowelShare\n")
+    with pytest.raises(SpecError, match="'tamis.scorers' of tamis before 0.2; register it in 'tamis.stages'"):
+        load_job(tmp_path / "job.yaml")
 
 
 THREADS_PLUGIN = '''
 import pyarrow as pa
-from scorers import Scorer
+from tamis.pipeline.stage import Scorer
 
 
 class Threads(Scorer):
@@ -324,7 +329,7 @@ def test_tamis_command_output_and_exit_codes(ray_session, tmp_path, corpus_dir):
     job = tmp_path / "job.yaml"
     job.write_text(f"inputs: [{corpus_dir / 'reuters-tm.parquet'}]\nstages:\n  - use: gopher_quality\n"
                    "    keep: default\n")
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--no-progress"]
+    cmd = [sys.executable, "-m", "tamis.pipeline.cli", "run", "--no-progress"]
     ok = subprocess.run([*cmd, str(job), "--output", str(tmp_path / "run"), "--address",
                          ray.get_runtime_context().gcs_address], capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-3000:]
@@ -339,8 +344,8 @@ def test_groupby_and_partition_map_in_memory_and_in_a_ray_shuffle(ray_session, m
     once, in memory and through Ray's hash shuffles alike."""
     import ray
 
-    from pipeline import ray_runner
-    from pipeline.data import LocalData
+    from tamis.pipeline.runner import ray_data as ray_runner
+    from tamis.pipeline.data import LocalData
 
     def _counts(part: pa.Table) -> pa.Table:  # nested: Ray ships it by value; one row per key and call
         df = pl.from_arrow(part).group_by("k").agg(pl.len().cast(pl.Int64).alias("n"), pl.col("v").min().alias("call"))

@@ -1,8 +1,9 @@
+import json
 from pathlib import Path
 
 import pytest
 
-from pipeline.spec import SpecError, load_job
+from tamis.pipeline.spec import SpecError, load_job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,3 +71,24 @@ def test_folder_expansion_skips_hidden_and_keeps_hf_dataset(tmp_path):
     datasets.Dataset.from_dict({"text": ["a", "b"]}).save_to_disk(str(tmp_path / "in" / "hf"))
     job = load_job(write(tmp_path, "inputs: []\n"), inputs=[str(tmp_path / "in")])
     assert sorted(p.name for p in job.input_files) == ["a.jsonl", "hf"]
+
+
+def test_a_class_path_of_the_old_layout_names_the_new_one(tmp_path, corpus_dir):
+    job = tmp_path / "job.yaml"
+    job.write_text(f"inputs: [{corpus_dir / 'sotu.parquet'}]\nstages:\n  - class: scorers.signals:SignalsScorer\n")
+    with pytest.raises(SpecError, match=r"stages\[0\]\.class: .*tamis\.scorers\.signals:Signals"):
+        load_job(job)
+
+
+def test_the_registry_shipped_with_code_resolves_without_package_metadata(tmp_path, monkeypatch):
+    """`tamis submit` copies the code with `_entry_points.json` (a cluster may lack tamis's metadata)."""
+    from tamis.pipeline import registry
+    from tamis.pipeline.commands.cluster import code_dir
+
+    staged = code_dir()
+    shipped = json.loads((staged / "pipeline" / registry.ENTRY_POINTS_FILE).read_text())
+    assert shipped == registry.registered() and shipped["signals"] == "tamis.scorers.signals:Signals"
+    assert sorted(p.name for p in staged.iterdir()) == ["mixers", "pipeline", "scorers"]
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    monkeypatch.setattr(registry, "__file__", str(staged / "pipeline" / "registry.py"))
+    assert registry.stage_class("minhash_dedup").__name__ == "MinHashDedup"

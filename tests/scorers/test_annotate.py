@@ -1,4 +1,4 @@
-"""`scorers.annotate` against a local chat-completions server that misbehaves on purpose."""
+"""`tamis.scorers.meta_rater.annotate` against a local chat-completions server that misbehaves on purpose."""
 from __future__ import annotations
 
 import json
@@ -18,14 +18,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scorers import _rubrics
-from scorers._label_cache import LabelCache
-from scorers.annotate import Annotator, labels_table, parse_score
+from tamis.scorers.meta_rater import rubrics as _rubrics
+from tamis.scorers.meta_rater.label_cache import LabelCache
+from tamis.scorers.meta_rater.annotate import Annotator, labels_table, parse_score
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class JudgeServer:
+class LocalServer:
+    """A threaded HTTP server on a free 127.0.0.1 port, running inside `with`; `url` ends in /v1."""
+
+    def serve(self, handler) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class JudgeServer(LocalServer):
     """Answers like an OpenAI-compatible endpoint; the document's first word picks the behaviour.
 
     `good-N` -> an answer ending in `<Label>: N`; `bad` -> no score; `outofrange` -> score 7;
@@ -90,18 +108,7 @@ class JudgeServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 def docs(texts):
@@ -211,7 +218,7 @@ def test_killed_process_resumes_without_reasking(tmp_path):
     pq.write_table(docs(texts), src)
     cache = tmp_path / "c.parquet"
     with JudgeServer(delay=0.05) as srv:
-        code = ("import pyarrow.parquet as pq; from scorers.annotate import Annotator; "
+        code = ("import pyarrow.parquet as pq; from tamis.scorers.meta_rater.annotate import Annotator; "
                 f"Annotator({srv.url!r}, 'judge-1', concurrency=2, flush_every=1, "
                 f"dimensions=('reasoning',)).run(pq.read_table({str(src)!r}), {str(cache)!r})")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -250,7 +257,7 @@ def test_validate_names_parameter():
 
 
 def test_cli_annotate_then_resume(tmp_path, monkeypatch):
-    from pipeline.cli import main
+    from tamis.pipeline.cli import main
 
     texts = [f"good-{i % 6} cli doc {i}" for i in range(12)] + ["bad cli doc"]
     src = tmp_path / "in.jsonl"
@@ -278,3 +285,104 @@ def test_rubrics_page_matches_the_prompts():
     assert _rubrics.SYSTEM in page and _rubrics.TEMPLATE in page
     for d in _rubrics.DIMENSIONS:
         assert _rubrics.RUBRICS[d] in page and _rubrics.prompt_version(d) in page
+
+
+class ScriptedServer(LocalServer):
+    """A local HTTP server whose answer to every GET/POST is `reply(n, handler) -> (code, headers,
+    body)` (n counts requests from 1); records each request's method and Authorization header."""
+
+    def __init__(self, reply):
+        self.requests: list[tuple[str, str | None]] = []
+        self.times: list[float] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self):
+                if self.headers.get("Content-Length"):
+                    self.rfile.read(int(self.headers["Content-Length"]))
+                server.requests.append((self.command, self.headers.get("Authorization")))
+                server.times.append(time.monotonic())
+                code, headers, body = reply(len(server.requests), self)
+                self.send_response(code)
+                for k, v in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+        self.serve(Handler)
+
+
+GOOD = json.dumps({"choices": [{"message": {"content": "Fine.\nProfessionalism: 5"}}]}).encode()
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_redirects_are_not_followed_and_the_key_stays_home(tmp_path, code):
+    """A redirect to another port would get the API key (and a POST turned GET its answer stored
+    as a label): the 3xx is an error for that question, the other server sees nothing."""
+    with ScriptedServer(lambda n, h: (200, {"Content-Type": "application/json"}, GOOD)) as elsewhere:
+        target = elsewhere.url + "/chat/completions"
+        with ScriptedServer(lambda n, h: (code, {"Location": target}, b"moved")) as home:
+            rep = fast(home.url, api_key="sk-secret", dimensions=("professionalism",)).run(
+                docs(["good-3 a text"]), str(tmp_path / "c.parquet"))
+    assert elsewhere.requests == []
+    assert home.requests == [("POST", "Bearer sk-secret")]  # no retry of a redirect
+    assert rep["by_status"] == {"http_error": 1} and rep["left"] == 1
+    row = LabelCache(tmp_path / "c.parquet").load().to_pylist()[0]
+    assert row["score"] is None and f"HTTP {code}" in row["error"] and target in row["error"]
+
+
+def test_retry_after_is_honoured_and_capped(tmp_path):
+    def busy(after):
+        return lambda n, h: ((429, {"Retry-After": after}, b"slow down") if n == 1
+                             else (200, {"Content-Type": "application/json"}, GOOD))
+
+    with ScriptedServer(busy("1")) as srv:
+        rep = fast(srv.url, dimensions=("professionalism",), retries=2, backoff=0.01).run(
+            docs(["good-5 x"]), str(tmp_path / "a.parquet"))
+    assert rep["by_status"] == {"ok": 1} and rep["failed_attempts"] == {"http_429": 1}
+    assert 0.9 <= srv.times[1] - srv.times[0] < 5
+    with ScriptedServer(busy("3600")) as srv:  # an hour, capped to max_retry_after
+        rep = fast(srv.url, dimensions=("professionalism",), retries=2, backoff=0.01,
+                   max_retry_after=0.3).run(docs(["good-5 x"]), str(tmp_path / "b.parquet"))
+    assert rep["by_status"] == {"ok": 1} and 0.25 <= srv.times[1] - srv.times[0] < 2
+
+
+def test_retry_after_header_forms():
+    from email.utils import formatdate
+
+    from tamis.scorers.meta_rater.annotate import retry_after_seconds
+
+    now = time.time()
+    assert retry_after_seconds("7", now) == 7.0
+    assert 29 <= retry_after_seconds(formatdate(now + 30, usegmt=True), now) <= 31
+    assert retry_after_seconds(formatdate(now - 30, usegmt=True), now) == 0.0
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    assert retry_after_seconds("-3") is None
+    with pytest.raises(ValueError, match="endpoint"):
+        Annotator("file:///etc/passwd", "m").validate()
+
+
+def test_cli_summary_names_the_first_error_of_each_kind(tmp_path, capsys):
+    """`connection_error: 5` alone does not say why: the summary carries the first message per kind."""
+    import socket
+
+    from tamis.pipeline.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"id": f"x{i}", "text": f"doc {i}"}) for i in range(3)) + "\n")
+    out = tmp_path / "cache.parquet"
+    assert main(["annotate", "--input", str(src), "--endpoint", f"http://127.0.0.1:{port}/v1", "--model", "j",
+                 "--out", str(out), "--dimensions", "readability", "--retries", "0", "--timeout", "2"]) == 1
+    rep = json.loads((tmp_path / "cache.report.json").read_text())
+    assert rep["connection_errors"] == 3
+    assert "refused" in rep["first_errors"]["connection_error"].lower()
+    err = capsys.readouterr().err
+    assert "3 connection_error, the first: " in err and "refused" in err.lower()

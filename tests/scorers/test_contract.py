@@ -1,12 +1,12 @@
 """One contract over every registered stage (like scikit-learn's `parametrize_with_checks`)."""
-import importlib
 import pickle
 
 import pyarrow as pa
 import pytest
 
-from pipeline.rules import compile_rules
-from scorers import REGISTRY, GlobalStage, Scorer
+from tamis.pipeline.rules import compile_rules
+from tamis.pipeline.registry import stage_class, stage_names
+from tamis.pipeline.stage import GlobalStage, Scorer
 
 BATCH = pa.table({
     "id": ["a", "b", "c"],
@@ -17,15 +17,12 @@ BATCH = pa.table({
                    ("license", pa.string()), ("source", pa.string())]))
 
 
-def load(ref):
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", stage_names())
 def test_registered_class_contract(name):
-    cls = load(REGISTRY[name])
+    cls = stage_class(name)
     assert issubclass(cls, (Scorer, GlobalStage)) and cls.name == name
+    # one naming convention: the class is the `use:` name in CamelCase, no suffix
+    assert cls.__name__.lower() == name.replace("_", ""), (name, cls.__name__)
     assert cls.__doc__ and cls.__doc__.strip(), f"{name} has no docstring"
     for col, t in cls.columns.items():
         assert isinstance(t, pa.DataType), f"{name}.{col}"
@@ -41,9 +38,9 @@ def _constructible(cls):
         return None
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", stage_names())
 def test_stage_stores_params_pickles_and_rules_use_own_or_input_columns(name):
-    cls = load(REGISTRY[name])
+    cls = stage_class(name)
     stage = _constructible(cls)
     if stage is None:
         pytest.skip(f"{name} needs parameters (model paths, eval sets)")
@@ -55,13 +52,13 @@ def test_stage_stores_params_pickles_and_rules_use_own_or_input_columns(name):
         assert rule.columns <= cols | {"lang", "lang_score", "ppl"}, (name, rule.text)
 
 
-STATELESS = sorted(n for n, ref in REGISTRY.items() if issubclass(load(ref), Scorer)
-                   and not load(ref).is_stateful() and _constructible(load(ref)) is not None)
+STATELESS = sorted(n for n in stage_names() if issubclass(stage_class(n), Scorer)
+                   and not stage_class(n).is_stateful() and _constructible(stage_class(n)) is not None)
 
 
 @pytest.mark.parametrize("name", STATELESS)
 def test_stateless_scorer_output_shape(name):
-    stage = load(REGISTRY[name])()
+    stage = stage_class(name)()
     for batch in (BATCH, BATCH.slice(0, 0)):
         out = stage.score(batch)
         assert set(out) == set(stage.output_columns())

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.data import LocalData
-from pipeline.rules import compile_rules, first_failure
-from scorers._ngrams import BloomFilter, tokenize, window_hashes
-from scorers.decontaminate import Decontaminate
+from tamis.pipeline.data import LocalData
+from tamis.pipeline.rules import compile_rules, first_failure
+from tamis.scorers.decontamination.ngrams import BloomFilter, tokenize, window_hashes
+from tamis.scorers.decontamination.decontaminate import Decontaminate
 
 # A small eval set written for this test: question + answer, 45-75 words each.
 QA = [
@@ -401,7 +401,7 @@ def test_missing_field_names_set_and_field(eval_jsonl):
         stage.fit(LocalData(pa.table({"id": ["a"], "text": ["x"]})))
 
 
-# ------------------------------------------------------------------ helpers in scorers._ngrams
+# ------------------------------------------------------------------ helpers in tamis.scorers.decontamination.ngrams
 def test_tokens_normalise_case_unicode_and_punctuation():
     tok = tokenize(pa.array(["The CAFÉ, naïve—résumé!", "the café naïve résumé", "ＴＨＥ ｃａｆé naïve résumé",
                              "", "don't"]))

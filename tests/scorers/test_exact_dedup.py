@@ -4,9 +4,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipeline.data import LocalData
-from scorers.exact_dedup import ExactDedup
-from scorers.unique_ids import UniqueIds
+from tamis.pipeline.data import LocalData
+from tamis.scorers.dedup.exact import ExactDedup
+from tamis.scorers.dedup.unique_ids import UniqueIds
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_one_kept_per_normalised_text(copies):
 def test_same_decisions_in_memory_and_through_a_ray_shuffle(ray_session, copies, monkeypatch):
     import ray
 
-    from pipeline import ray_runner
+    from tamis.pipeline.runner import ray_data as ray_runner
     monkeypatch.setattr(ray_runner, "LOCAL_GROUPBY_ROWS", 0)
     ds = ray.data.from_arrow(copies).repartition(6)
     on_ray = decisions(ExactDedup(), ray_runner.RayData(ds, rows=copies.num_rows))
@@ -58,7 +58,7 @@ def test_same_decisions_in_memory_and_through_a_ray_shuffle(ray_session, copies,
 def test_normalisation_skips_nfkc_only_where_it_changes_nothing(corpus_dir):
     """NFKC runs only on non-ASCII texts; the result equals NFKC on every text, on real text and on
     compatibility forms that NFKC must fold (full-width letters, ligatures, no-break spaces)."""
-    from scorers._normalize import normalize_expr
+    from tamis.pipeline.text.normalize import normalize_expr
 
     df = pl.concat([pl.read_parquet(corpus_dir / f"{s}.parquet", columns=["text"]).head(2000)
                     for s in ("dict-gcide", "bible-web", "linux-doc-6.1")])

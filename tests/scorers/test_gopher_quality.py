@@ -1,4 +1,4 @@
-"""GopherQualityScorer: one case per drop reason (like DataTrove's check_filter), real text, edge cases."""
+"""GopherQuality: one case per drop reason (like DataTrove's check_filter), real text, edge cases."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipeline.rules import compile_rules, first_failure
-from scorers._words import split_words
-from scorers.gopher_quality import GopherQualityScorer
+from tamis.pipeline.rules import compile_rules, first_failure
+from tamis.pipeline.text.words import split_words
+from tamis.scorers.gopher.quality import GopherQuality
 
 P = "gopher_quality_"
 PROSE = (
@@ -27,12 +27,12 @@ def batch(*texts: str) -> pa.Table:
 
 
 def scores(*texts: str, **params) -> pl.DataFrame:
-    return pl.DataFrame(GopherQualityScorer(**params).score(batch(*texts)))
+    return pl.DataFrame(GopherQuality(**params).score(batch(*texts)))
 
 
 def reason(text: str, rules: dict | None = None) -> str | None:
     """The first default rule the text fails (None = kept)."""
-    sc = GopherQualityScorer()
+    sc = GopherQuality()
     out = pl.DataFrame(sc.score(batch(text)))
     return first_failure(out, compile_rules(rules or sc.default_rules()))[0]
 
@@ -57,7 +57,7 @@ def test_each_drop_reason(text, expected):
 def test_thresholds_are_rules_not_params():
     """DataTrove's own test uses min_doc_words=10; here that is a YAML rule, not a scorer parameter."""
     rules = {k: v.replace(">= 50", ">= 10").replace("<= 100000", "<= 1000")
-             for k, v in GopherQualityScorer.default_keep.items()}
+             for k, v in GopherQuality.default_keep.items()}
     assert reason("I am too small...", rules) == P + "short_doc"
     assert reason("I am " * 20, rules) == P + "below_avg_threshold"
     assert reason("word " * 1001, rules) == P + "long_doc"
@@ -88,12 +88,12 @@ def test_line_breaks_follow_python_splitlines():
 def test_custom_stop_words_and_validation():
     assert scores(PROSE, stop_words=["committee", "roof", "absent"])[P + "stop_word_count"][0] == 2
     with pytest.raises(ValueError, match="stop_words"):
-        GopherQualityScorer(stop_words="the").validate()
-    GopherQualityScorer(stop_words=["the"]).validate()
+        GopherQuality(stop_words="the").validate()
+    GopherQuality(stop_words=["the"]).validate()
 
 
 def test_empty_batch_and_empty_text():
-    sc = GopherQualityScorer()
+    sc = GopherQuality()
     empty = sc.score(batch())
     assert set(empty) == set(sc.columns) and all(len(a) == 0 for a in empty.values())
     assert all(empty[c].type == t for c, t in sc.columns.items())
@@ -113,7 +113,7 @@ def test_real_text_domains(corpus_dir):
             if len(t) > 2000][:3]
     entries = [t for t in pl.read_parquet(corpus_dir / "dict-wn.parquet").head(50)["text"].to_list()
                if len(t) < 200][:3]
-    sc = GopherQualityScorer()
+    sc = GopherQuality()
     out = pl.DataFrame(sc.score(batch(*speech, *code, *entries)))
     reasons = first_failure(out, compile_rules(sc.default_rules())).to_list()
     assert reasons[:3] == [None, None, None]
@@ -133,7 +133,7 @@ def test_giant_document_in_reasonable_time(corpus_dir):
 def test_does_not_mutate_input_and_pickles():
     b = batch(PROSE)
     before = b.to_pydict()
-    sc = pickle.loads(pickle.dumps(GopherQualityScorer(stop_words=["a"])))
+    sc = pickle.loads(pickle.dumps(GopherQuality(stop_words=["a"])))
     sc.score(b)
     assert b.to_pydict() == before
     assert sc.get_params() == {"stop_words": ["a"]}

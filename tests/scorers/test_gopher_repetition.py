@@ -1,4 +1,4 @@
-"""GopherRepetitionScorer: one case per drop reason, exactness of the vectorised n-gram scan, edge cases."""
+"""GopherRepetition: one case per drop reason, exactness of the vectorised n-gram scan, edge cases."""
 from __future__ import annotations
 
 import random
@@ -10,9 +10,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipeline.rules import compile_rules, first_failure
-from scorers._repetition import ngram_repetition
-from scorers.gopher_repetition import DUP_NGRAMS, TOP_NGRAMS, GopherRepetitionScorer
+from tamis.pipeline.rules import compile_rules, first_failure
+from tamis.scorers.gopher.ngram_repetition import ngram_repetition
+from tamis.scorers.gopher.repetition import DUP_NGRAMS, TOP_NGRAMS, GopherRepetition
 
 P = "gopher_repetition_"
 FRODO = ("I wish it need not have happened in my time,' said Frodo. 'So do I,' said Gandalf, 'and so do all "
@@ -26,11 +26,11 @@ def batch(*texts: str) -> pa.Table:
 
 
 def scores(*texts: str) -> pl.DataFrame:
-    return pl.DataFrame(GopherRepetitionScorer().score(batch(*texts)))
+    return pl.DataFrame(GopherRepetition().score(batch(*texts)))
 
 
 def reasons(*texts: str) -> list[str | None]:
-    sc = GopherRepetitionScorer()
+    sc = GopherRepetition()
     return first_failure(pl.DataFrame(sc.score(batch(*texts))), compile_rules(sc.default_rules())).to_list()
 
 
@@ -76,7 +76,7 @@ def test_every_ngram_reason(seed, expected):
 
 
 def test_default_rules_follow_datatrove_order_and_thresholds():
-    keep = GopherRepetitionScorer.default_keep
+    keep = GopherRepetition.default_keep
     assert list(keep)[:5] == [P + r for r in ("empty", "dup_para_frac", "dup_para_char_frac", "dup_line_frac",
                                               "dup_line_char_frac")]
     assert list(keep)[5:] == [f"{P}top_{n}_gram" for n in (2, 3, 4)] + [f"{P}duplicated_{n}_n_grams"
@@ -134,7 +134,7 @@ def test_ngram_scan_matches_reference_exactly(vocab):
 
 
 def test_empty_batch_and_empty_text():
-    sc = GopherRepetitionScorer()
+    sc = GopherRepetition()
     empty = sc.score(batch())
     assert set(empty) == set(sc.columns) and all(len(a) == 0 for a in empty.values())
     out = scores("", "  ", "one two")

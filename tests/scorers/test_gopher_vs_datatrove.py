@@ -11,10 +11,10 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipeline.rules import compile_rules, first_failure
-from scorers._words import split_words
-from scorers.gopher_quality import GopherQualityScorer
-from scorers.gopher_repetition import GopherRepetitionScorer
+from tamis.pipeline.rules import compile_rules, first_failure
+from tamis.pipeline.text.words import split_words
+from tamis.scorers.gopher.quality import GopherQuality
+from tamis.scorers.gopher.repetition import GopherRepetition
 from test_gopher_repetition import synthetic  # the same generator (tests/scorers is on sys.path)
 
 datatrove = pytest.importorskip("datatrove")
@@ -78,8 +78,8 @@ def results(corpus_dir):
         "dt_q": [dt_reason(q, t) for t in texts],
         "dt_r": [dt_reason(r, t) for t in texts],
         "dt_words": [split_into_words(t, "eng_Latn") for t in texts],
-        "tq": [as_datatrove(x, "gopher_quality") for x in tamis_reasons(GopherQualityScorer(), texts)],
-        "tr": [as_datatrove(x, "gopher_repetition") for x in tamis_reasons(GopherRepetitionScorer(), texts)],
+        "tq": [as_datatrove(x, "gopher_quality") for x in tamis_reasons(GopherQuality(), texts)],
+        "tr": [as_datatrove(x, "gopher_repetition") for x in tamis_reasons(GopherRepetition(), texts)],
     }
 
 
@@ -121,7 +121,7 @@ def test_synthetic_repetition_reasons(seed):
     from datatrove.pipeline.filters import GopherRepetitionFilter
 
     text = synthetic(seed)
-    mine = as_datatrove(tamis_reasons(GopherRepetitionScorer(), [text])[0], "gopher_repetition")
+    mine = as_datatrove(tamis_reasons(GopherRepetition(), [text])[0], "gopher_repetition")
     assert mine == dt_reason(GopherRepetitionFilter(), text)
 
 
@@ -133,5 +133,5 @@ def test_synthetic_repetition_reasons(seed):
 def test_small_quality_cases(text):
     from datatrove.pipeline.filters import GopherQualityFilter
 
-    mine = as_datatrove(tamis_reasons(GopherQualityScorer(), [text])[0], "gopher_quality")
+    mine = as_datatrove(tamis_reasons(GopherQuality(), [text])[0], "gopher_quality")
     assert mine == dt_reason(GopherQualityFilter(), text)

@@ -1,4 +1,4 @@
-"""KenLMScorer: CCNet's formula on a hand-written bigram ARPA, checked against a hand computation."""
+"""KenLM: CCNet's formula on a hand-written bigram ARPA, checked against a hand computation."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("kenlm")
 
-from scorers.kenlm_scorer import KenLMScorer, normalize_expr, write_arpa  # noqa: E402
+from tamis.scorers.perplexity.kenlm import KenLM, normalize_expr, write_arpa  # noqa: E402
 
 SENTENCES = ["the cat sat on the mat", "the dog sat on the log", "a cat ran",
              "the cat ran to the dog", "a dog sat"]
@@ -39,7 +39,7 @@ def hand_log10(line: str, probs: dict) -> float:
 def test_formula_matches_hand_computation(tiny):
     path, probs = tiny
     docs = ["The cat sat\nA DOG ran to the zebra", "the mat", "cat\n\nthe dog sat on the log"]
-    out = KenLMScorer(model=str(path)).score(pa.table({"text": docs}))
+    out = KenLM(model=str(path)).score(pa.table({"text": docs}))
     for doc, got, n in zip(docs, out["kenlm_ppl"].to_pylist(), out["kenlm_tokens"].to_pylist()):
         lines = [l.strip().lower() for l in doc.split("\n")]
         log10p = sum(hand_log10(l, probs) for l in lines)
@@ -51,7 +51,7 @@ def test_formula_matches_hand_computation(tiny):
 
 
 def test_empty_text_and_empty_batch(tiny):
-    s = KenLMScorer(model=str(tiny[0]))
+    s = KenLM(model=str(tiny[0]))
     out = s.score(pa.table({"text": pa.array(["", "the cat"], pa.large_string())}))
     assert out["kenlm_ppl"].type == pa.float64() and out["kenlm_tokens"].type == pa.int64()
     assert out["kenlm_ppl"].to_pylist()[0] is None and out["kenlm_tokens"].to_pylist() == [0, 3]
@@ -69,8 +69,8 @@ def test_ccnet_normalisation():
 def test_normalize_off_keeps_case_so_scores_change(tiny):
     path, _ = tiny
     batch = pa.table({"text": ["THE CAT SAT"]})
-    on = KenLMScorer(model=str(path)).score(batch)["kenlm_ppl"][0].as_py()
-    off = KenLMScorer(model=str(path), normalize=False).score(batch)["kenlm_ppl"][0].as_py()
+    on = KenLM(model=str(path)).score(batch)["kenlm_ppl"][0].as_py()
+    off = KenLM(model=str(path), normalize=False).score(batch)["kenlm_ppl"][0].as_py()
     assert off > on  # upper-case words are <unk> without normalisation
 
 
@@ -86,26 +86,26 @@ def test_real_text_scores_lower_than_shuffled(corpus_dir, tmp_path):
     paras = [p for p in paras if len(p.split()) >= 40][:100]
     rng = np.random.default_rng(0)
     shuffled = [" ".join(rng.permutation(p.split())) for p in paras]
-    s = KenLMScorer(model=str(tmp_path / "austen.arpa"))
+    s = KenLM(model=str(tmp_path / "austen.arpa"))
     clean = s.score(pa.table({"text": paras}))["kenlm_ppl"].to_numpy()
     noisy = s.score(pa.table({"text": shuffled}))["kenlm_ppl"].to_numpy()
     assert (clean < noisy).mean() >= 0.95
 
 
 def test_pickles_before_setup_and_validates(tiny):
-    s = KenLMScorer(model=str(tiny[0]))
+    s = KenLM(model=str(tiny[0]))
     assert not hasattr(s, "lm_")
     clone = pickle.loads(pickle.dumps(s))
     assert clone.score(pa.table({"text": ["a cat"]}))["kenlm_tokens"][0].as_py() == 3
     with pytest.raises(ValueError, match="model"):
-        KenLMScorer().validate()
+        KenLM().validate()
     with pytest.raises(ValueError, match="newline"):
-        KenLMScorer(model="x.arpa", newline="").validate()
+        KenLM(model="x.arpa", newline="").validate()
     if importlib.util.find_spec("sentencepiece") is None:
         with pytest.raises(ValueError, match="sentencepiece"):
-            KenLMScorer(model="x.arpa", sp_model="en.sp.model").validate()
+            KenLM(model="x.arpa", sp_model="en.sp.model").validate()
     with pytest.raises(FileNotFoundError):
-        KenLMScorer(model=str(tiny[0]) + ".missing").setup()
+        KenLM(model=str(tiny[0]) + ".missing").setup()
 
 
 def test_write_arpa_is_a_normalised_model(tiny):

@@ -1,4 +1,4 @@
-"""LangIdScorer on the shared corpus (English) and on paragraphs written here in other languages."""
+"""LangId on the shared corpus (English) and on paragraphs written here in other languages."""
 from __future__ import annotations
 
 import pickle
@@ -9,8 +9,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipeline.rules import compile_rules, first_failure
-from scorers.langid import FASTTEXT_HINT, LangIdScorer, normalize_for_lid
+from tamis.pipeline.rules import compile_rules, first_failure
+from tamis.scorers.langid import FASTTEXT_HINT, LangId, normalize_for_lid
 
 PROSE_FILES = ["janeausten", "shakespeare-milton", "dict-devil", "bible-web", "mhcc-commentary", "sotu",
                "reuters-tm"]
@@ -42,14 +42,14 @@ def _table(texts: list[str]) -> pa.Table:
     return pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": pa.array(texts, pa.large_string())})
 
 
-def _reasons(stage: LangIdScorer, table: pa.Table, out: dict) -> list:
+def _reasons(stage: LangId, table: pa.Table, out: dict) -> list:
     df = pl.from_arrow(table).with_columns(**{k: pl.from_arrow(v) for k, v in out.items()})
     return first_failure(df, compile_rules(stage.default_rules())).to_list()
 
 
 @pytest.fixture(scope="module")
-def scorer() -> LangIdScorer:
-    s = LangIdScorer()
+def scorer() -> LangId:
+    s = LangId()
     s.setup()
     return s
 
@@ -80,7 +80,7 @@ def test_rejects_other_languages_naming_the_detected_language(scorer, lang):
 
 
 def test_languages_param_keeps_listed_languages(corpus_dir):
-    stage = LangIdScorer(languages=["en", "fr"])
+    stage = LangId(languages=["en", "fr"])
     stage.setup()
     english = pl.read_parquet(corpus_dir / "sotu.parquet")["text"][0]
     table = _table([FOREIGN["fr"], FOREIGN["de"], english])
@@ -92,7 +92,7 @@ def test_threshold_rejects_low_confidence(scorer):
     out = scorer.score(table)
     assert out["lang"].to_pylist() == ["en"] and 0.5 < out["lang_score"][0].as_py() < 0.95
     assert _reasons(scorer, table, out) == [None]
-    strict = LangIdScorer(threshold=0.95)
+    strict = LangId(threshold=0.95)
     assert _reasons(strict, table, out) == ["lang_low_score"]
 
 
@@ -123,7 +123,7 @@ def test_empty_text_and_empty_batch(scorer):
 
 
 def test_output_types_and_pickles_before_setup():
-    stage = pickle.loads(pickle.dumps(LangIdScorer(languages=["de"])))
+    stage = pickle.loads(pickle.dumps(LangId(languages=["de"])))
     out = stage.score(_table([FOREIGN["de"]]))  # loads the model lazily
     assert {k: v.type for k, v in out.items()} == stage.output_columns()
     assert stage.default_rules() == {"lang_{lang}": "lang in ['de']", "lang_low_score": "lang_score >= 0.5"}
@@ -134,7 +134,7 @@ def test_output_types_and_pickles_before_setup():
                                            ({"model_path": "/nonexistent/lid.176.bin"}, "model_path")])
 def test_validate_names_the_parameter(params, field):
     with pytest.raises(ValueError, match=field):
-        LangIdScorer(**params).validate()
+        LangId(**params).validate()
 
 
 def test_fasttext_missing_gives_pip_hint(tmp_path, monkeypatch):
@@ -142,7 +142,7 @@ def test_fasttext_missing_gives_pip_hint(tmp_path, monkeypatch):
     model.write_bytes(b"x")
     monkeypatch.setitem(sys.modules, "fasttext", None)
     with pytest.raises(ImportError, match="pip install"):
-        LangIdScorer(model_path=str(model)).setup()
+        LangId(model_path=str(model)).setup()
     assert "pip install" in FASTTEXT_HINT
 
 
@@ -159,7 +159,7 @@ def test_fasttext_model_path(tmp_path, corpus_dir):
     model = tmp_path / "tiny_lid.bin"
     fasttext.train_supervised(str(train), epoch=25, lr=0.5, wordNgrams=1, minn=2, maxn=4, dim=16,
                               thread=1, seed=0, verbose=0).save_model(str(model))
-    stage = LangIdScorer(model_path=str(model), languages=["en"])
+    stage = LangId(model_path=str(model), languages=["en"])
     stage.validate()
     stage.setup()
     table = _table([english[-1], FOREIGN["fr"], FOREIGN["de"], ""])

@@ -6,11 +6,11 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from scorers._components import component_labels, components, keep_per_component
-from scorers._minhash import (band_hashes, collision_probability, doc_shingles, fmix64, optimal_params,
+from tamis.scorers.dedup.components import component_labels, components, keep_per_component
+from tamis.scorers.dedup.lsh import (band_hashes, collision_probability, doc_shingles, fmix64, optimal_params,
                               permutations, shingle_hashes, signatures, unique_per_doc, word_hashes)
-from scorers import _minhash
-from scorers._normalize import normalize_text
+from tamis.scorers.dedup import lsh as _minhash
+from tamis.pipeline.text.normalize import normalize_text
 
 
 def _split(flat, counts):

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.data import LocalData
-from scorers._minhash import optimal_params
-from scorers._normalize import normalize_expr, normalize_text
-from scorers.minhash_dedup import MinHashDedup
+from tamis.pipeline.data import LocalData
+from tamis.scorers.dedup.lsh import optimal_params
+from tamis.pipeline.text.normalize import normalize_expr, normalize_text
+from tamis.scorers.dedup.minhash import MinHashDedup
 
 SOURCES = ["linux-doc-6.1", "postgresql-doc-15", "git-doc", "licenses-copyright", "dict-foldoc", "debian-manuals"]
 
@@ -213,7 +213,7 @@ def test_batching_does_not_change_decisions_and_text_stays_in_batches(planted, d
 
 
 def test_large_batches_are_shingled_in_slices_with_the_same_result(planted, default_run, monkeypatch):
-    import scorers.minhash_dedup as mod
+    import tamis.scorers.dedup.minhash as mod
     table, _ = planted
     _, res = default_run
     monkeypatch.setattr(mod, "SLICE_BYTES", 50_000)

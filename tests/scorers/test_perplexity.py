@@ -1,4 +1,4 @@
-"""PerplexityScorer on a tiny GPT-2 trained here (seconds) on five Jane Austen novels."""
+"""Perplexity on a tiny GPT-2 trained here (seconds) on five Jane Austen novels."""
 from __future__ import annotations
 
 import math
@@ -12,8 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from scorers.perplexity import PerplexityScorer, make_windows, micro_batches, use_bf16  # noqa: E402
-from scorers.train_lm import train_reference_lm  # noqa: E402
+from tamis.scorers.perplexity.model import Perplexity, make_windows, micro_batches, use_bf16  # noqa: E402
+from tamis.scorers.perplexity.train_lm import train_reference_lm  # noqa: E402
 
 HELD_OUT = "janeausten/Emma.txt"
 
@@ -37,7 +37,7 @@ def ref_lm(austen, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scorer(ref_lm):
-    s = PerplexityScorer(model=str(ref_lm))
+    s = Perplexity(model=str(ref_lm))
     s.setup()
     return s
 
@@ -123,7 +123,7 @@ def test_long_document_windows_match_reference_computation(ref_lm, held_out_docs
     from transformers import AutoModelForCausalLM
 
     text = " ".join(held_out_docs[5:8])
-    s = PerplexityScorer(model=str(ref_lm), max_length=48, stride=20, batch_tokens=100)
+    s = Perplexity(model=str(ref_lm), max_length=48, stride=20, batch_tokens=100)
     s.setup()
     ids = s.tokenize([text])[0]
     assert len(ids) > 3 * 48
@@ -156,8 +156,8 @@ def test_micro_batches_sorted_and_within_budget():
 
 def test_bf16_autocast_within_tolerance(ref_lm, held_out_docs):
     docs = held_out_docs[:4]
-    fp32 = PerplexityScorer(model=str(ref_lm), precision="float32")
-    bf16 = PerplexityScorer(model=str(ref_lm), precision="bfloat16")
+    fp32 = Perplexity(model=str(ref_lm), precision="float32")
+    bf16 = Perplexity(model=str(ref_lm), precision="bfloat16")
     a, b = ppl(fp32, docs), ppl(bf16, docs)
     assert bf16.dtype_ == torch.bfloat16 and fp32.dtype_ is None
     np.testing.assert_allclose(b, a, rtol=0.02)
@@ -171,7 +171,7 @@ def test_cpu_precision_rule():
 
 
 def test_pickles_before_setup_and_loads_nothing_in_init(ref_lm):
-    s = PerplexityScorer(model=str(ref_lm), max_length=32)
+    s = Perplexity(model=str(ref_lm), max_length=32)
     assert not hasattr(s, "model_")
     clone = pickle.loads(pickle.dumps(s))
     assert clone.get_params() == s.get_params() and len(pickle.dumps(s)) < 2000
@@ -185,25 +185,25 @@ def test_validate_names_the_parameter():
                      ({"device": "tpu"}, "device"), ({"train_if_missing": {"steps": 3}}, "train_if_missing"),
                      ({"train_if_missing": {"input": ["x"], "bogus": 1}}, "train_if_missing")]:
         with pytest.raises(ValueError, match=word):
-            PerplexityScorer(**kw).validate()
-    PerplexityScorer(train_if_missing={"input": ["x"], "domains": ["literature"], "steps": 5}).validate()
+            Perplexity(**kw).validate()
+    Perplexity(train_if_missing={"input": ["x"], "domains": ["literature"], "steps": 5}).validate()
 
 
 def test_missing_model_folder_says_how_to_make_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-lm"):
-        PerplexityScorer(model=str(tmp_path / "nope")).setup()
+        Perplexity(model=str(tmp_path / "nope")).setup()
 
 
 def test_prepare_trains_once_when_missing(tmp_path, corpus_dir):
     target = tmp_path / "ref"
     opts = {"input": [str(corpus_dir / "dict-devil.parquet")], "max_chars": 30_000, "steps": 2,
             "layers": 1, "d_model": 32, "heads": 2, "seq_len": 32, "vocab_size": 300}
-    s = PerplexityScorer(model=str(target), train_if_missing=opts)
+    s = Perplexity(model=str(target), train_if_missing=opts)
     s.validate()
     s.prepare()
     assert (target / "config.json").is_file() and s.model_path_ == str(target.resolve())
     stamp = (target / "config.json").stat().st_mtime_ns
-    s2 = PerplexityScorer(model=str(target), train_if_missing=opts)
+    s2 = Perplexity(model=str(target), train_if_missing=opts)
     s2.prepare()  # reuses the folder
     assert (target / "config.json").stat().st_mtime_ns == stamp
     out = pickle.loads(pickle.dumps(s2)).score(pa.table({"text": ["A bore is a person who talks."]}))

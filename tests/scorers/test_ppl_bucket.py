@@ -6,9 +6,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipeline.data import LocalData
-from pipeline.rules import compile_rules, first_failure
-from scorers.ppl_bucket import PplBucket
+from tamis.pipeline.data import LocalData
+from tamis.pipeline.rules import compile_rules, first_failure
+from tamis.scorers.perplexity.bucket import PplBucket
 
 
 class DriverGuard(LocalData):
@@ -85,14 +85,14 @@ def test_default_rules_drop_tail_and_unscored():
 def test_real_corpus_kenlm_buckets_per_domain(corpus_dir, tmp_path):
     """KenLM ppl of fortunes and Devil's Dictionary entries, bucketed per domain: 30/30/40."""
     pytest.importorskip("kenlm")
-    from scorers.kenlm_scorer import KenLMScorer, normalize_expr, write_arpa
+    from tamis.scorers.perplexity.kenlm import KenLM, normalize_expr, write_arpa
 
     docs = pl.concat([pl.read_parquet(corpus_dir / f"{n}.parquet").head(300).select("id", "text", "domain")
                       for n in ("fortunes", "dict-devil")])
     lines = docs.select(normalize_expr(pl.col("text").str.split("\n").explode()))["text"].to_list()
     write_arpa([l for l in lines[::2] if l], tmp_path / "lm.arpa")
     table = docs.to_arrow()
-    scored = KenLMScorer(model=str(tmp_path / "lm.arpa")).score(table)
+    scored = KenLM(model=str(tmp_path / "lm.arpa")).score(table)
     table = table.append_column("kenlm_ppl", scored["kenlm_ppl"])
     stage = PplBucket(column="kenlm_ppl").fit(LocalData(table.select(["id", "kenlm_ppl", "domain"])))
     assert stage.required_columns() == ("kenlm_ppl", "domain")

@@ -1,4 +1,4 @@
-"""`scorers.rater`: expected scores from local HF classifiers and from tamis fast raters."""
+"""`tamis.scorers.meta_rater.rater`: expected scores from local HF classifiers and from tamis fast raters."""
 from __future__ import annotations
 
 import pickle
@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scorers.rater import RaterScorer, expected_score
-from scorers.rater_train import FastRater
+from tamis.scorers.meta_rater.rater import Rater, expected_score
+from tamis.scorers.meta_rater.train import FastRater
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -85,7 +85,7 @@ def manual(model, tok, texts, max_length):
 def test_hf_expected_score_matches_manual_softmax(hf_folders, corpus_dir, key):
     folder, tok, model = hf_folders[key]
     texts = corpus_texts(corpus_dir) + ["", "short"]
-    sc = RaterScorer(models={"professionalism": str(folder), "reasoning": str(folder)}, max_length=48,
+    sc = Rater(models={"professionalism": str(folder), "reasoning": str(folder)}, max_length=48,
                      batch_size=5, device="cpu")
     sc.validate()
     pickle.loads(pickle.dumps(sc))  # pickles before setup
@@ -112,7 +112,7 @@ def test_fast_rater_folder_and_mixed_models(hf_folders, corpus_dir, tmp_path):
     fast = FastRater(n_features=2**10, num_rounds=20, min_child_samples=3, n_jobs=1, max_chars=1500)
     folder = fast.fit(df["text"].to_list(), df["y"].to_list()).save(tmp_path / "fast")
     hf_folder = hf_folders[("bert", 6)][0]
-    sc = RaterScorer(models={"cleanliness": str(folder), "readability": str(hf_folder), "edu": str(folder)},
+    sc = Rater(models={"cleanliness": str(folder), "readability": str(hf_folder), "edu": str(folder)},
                      max_length=48)
     sc.validate()
     assert list(sc.output_columns()) == ["rater_readability", "rater_cleanliness", "rater_edu"]
@@ -127,13 +127,13 @@ def test_fast_rater_folder_and_mixed_models(hf_folders, corpus_dir, tmp_path):
 
 def test_validate_names_the_problem(tmp_path):
     with pytest.raises(ValueError, match="models"):
-        RaterScorer().validate()
+        Rater().validate()
     with pytest.raises(ValueError, match="models.reasoning"):
-        RaterScorer(models={"reasoning": str(tmp_path)}).validate()
+        Rater(models={"reasoning": str(tmp_path)}).validate()
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="snake_case"):
-        RaterScorer(models={"Bad Name": str(tmp_path)}).validate()
+        Rater(models={"Bad Name": str(tmp_path)}).validate()
     with pytest.raises(ValueError, match="device"):
-        RaterScorer(models={"reasoning": str(tmp_path)}, device="tpu").validate()
-    assert set(RaterScorer.columns) == {"rater_professionalism", "rater_readability", "rater_reasoning",
+        Rater(models={"reasoning": str(tmp_path)}, device="tpu").validate()
+    assert set(Rater.columns) == {"rater_professionalism", "rater_readability", "rater_reasoning",
                                         "rater_cleanliness"}

@@ -1,4 +1,4 @@
-"""`scorers.rater_train`: a fast rater learns a known property of the shared corpus and generalises."""
+"""`tamis.scorers.meta_rater.train`: a fast rater learns a known property of the shared corpus and generalises."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from scorers.rater_train import FastRater, evaluate, is_fast_rater, split_ids, train_rater
+from tamis.scorers.meta_rater.train import FastRater, evaluate, is_fast_rater, split_ids, train_rater
 
 SMALL = dict(n_features=2**12, num_rounds=100, learning_rate=0.2, min_child_samples=5, n_jobs=1,
              max_chars=2000, early_stopping=10)
@@ -101,7 +101,7 @@ def test_validation_and_errors():
 
 
 def test_cli_train_rater(labelled, tmp_path, capsys):
-    from pipeline.cli import main
+    from tamis.pipeline.cli import main
 
     path = tmp_path / "labels.parquet"
     labelled.with_columns(pl.when(pl.col("id").str.starts_with("sotu")).then(None).otherwise(pl.col("score"))

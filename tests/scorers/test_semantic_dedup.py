@@ -9,10 +9,12 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from mixers.embed import EmbedScorer, l2_normalize
-from pipeline.data import LocalData
-from pipeline.rules import compile_rules, first_failure
-from scorers.semantic_dedup import SemanticDedup, greedy_keep, near_pairs
+from tamis.mixers.embed import Embed
+
+from tamis.pipeline.vectors.embeddings import l2_normalize
+from tamis.pipeline.data import LocalData
+from tamis.pipeline.rules import compile_rules, first_failure
+from tamis.scorers.dedup.semantic import SemanticDedup, greedy_keep, near_pairs
 
 SOURCES = ("dict-wn", "fortunes", "linux-doc-6.1", "sotu", "python-stdlib", "bible-web", "dict-foldoc")
 
@@ -43,7 +45,7 @@ def corpus(corpus_dir):
     planted = pl.DataFrame({"id": [f"{i}#copy" for i in src["id"]],
                             "text": [t for _, t in _variants(src["text"].to_list())]})
     full = pl.concat([df, planted]).to_arrow()
-    full = full.append_column("embedding", EmbedScorer(backend="hashed", dim=512).score(full)["embedding"])
+    full = full.append_column("embedding", Embed(backend="hashed", dim=512).score(full)["embedding"])
     return full, dict(zip(planted["id"], src["id"]))
 
 

@@ -1,4 +1,4 @@
-"""SignalsScorer: hand-computed values, RPv2 definitions, empty input, real text, a giant document."""
+"""Signals: hand-computed values, RPv2 definitions, empty input, real text, a giant document."""
 from __future__ import annotations
 
 import math
@@ -11,14 +11,14 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from scorers.signals import SignalsScorer
+from tamis.scorers.signals import Signals
 
 P = "signals_"
 
 
 def scores(*texts: str) -> pl.DataFrame:
     b = pa.table({"id": [str(i) for i in range(len(texts))], "text": pa.array(list(texts), pa.large_string())})
-    return pl.DataFrame(SignalsScorer().score(b))
+    return pl.DataFrame(Signals().score(b))
 
 
 def rpv2(text: str) -> dict:
@@ -75,7 +75,7 @@ def test_matches_rpv2_definitions_on_real_text(corpus_dir):
 
 
 def test_empty_batch_and_empty_text():
-    sc = SignalsScorer()
+    sc = Signals()
     b = pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.large_string())})
     empty = sc.score(b)
     assert set(empty) == set(sc.columns) and all(len(a) == 0 for a in empty.values())

@@ -1,0 +1,84 @@
+"""fastText quality classifier: tamis' `Classifier.score` (one `predict` call per Arrow batch, text
+normalised with polars) against DataTrove's `FastTextClassifierFilter.filter` (one `predict` per
+`Document`), same documents, same model (DCLM recipe trained here on the shared corpus), one core
+each. Scores must agree (DataTrove set to replace newlines with spaces, as tamis does).
+
+    .venv/bin/python benchmarks/bench_classifier.py [--docs 20000] [--max-chars 100000]
+"""
+from __future__ import annotations
+
+import os
+
+for _v in ("POLARS_MAX_THREADS", "RAYON_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+from _corpus import CORPUS, corpus_table  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+OUT = REPO / "benchmarks" / "_out"
+
+
+def main() -> None:
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import FastTextClassifierFilter
+
+    from tamis.scorers.classifier.stage import Classifier
+    from tamis.scorers.classifier.train import INFO_FILE, MODEL_FILE, train_from_files
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--max-chars", type=int, default=100_000, help="characters scored per document (both)")
+    args = ap.parse_args()
+    model_dir = OUT / "classifier-model"
+    if not (model_dir / INFO_FILE).is_file():  # DCLM recipe (dim 256, bigrams): docs vs fragments
+        train_from_files([str(CORPUS / f) for f in ("sotu.parquet", "git-doc.parquet", "licenses-copyright.parquet")],
+                         [str(CORPUS / f) for f in ("fortunes.parquet", "dict-jargon.parquet")], model_dir,
+                         max_docs=400, epoch=25, lr=1.0)
+    t = corpus_table(["id", "text"])
+    idx = np.sort(np.random.default_rng(0).choice(t.num_rows, min(args.docs, t.num_rows), replace=False))
+    t = t.take(pa.array(idx))
+    t = t.set_column(1, "text", pc.utf8_slice_codeunits(t["text"], 0, args.max_chars))  # same text for both
+    mb = pc.sum(pc.binary_length(t["text"])).as_py() / 1e6
+
+    stage = Classifier(model_path=str(model_dir), max_chars=args.max_chars)
+    stage.validate()
+    stage.setup()
+    c0 = time.process_time()
+    ours = np.concatenate([stage.score(pa.Table.from_batches([b]))["classifier_score"].to_numpy()
+                           for b in t.to_batches(max_chunksize=args.batch)])
+    tamis_s = time.process_time() - c0
+
+    # keep_labels is needed: with neither keep_labels nor remove_labels DataTrove 0.10.1 fails to load
+    dt = FastTextClassifierFilter(model_url=str(model_dir / MODEL_FILE), keep_labels=("hq", 0.5),
+                                  newline_replacement=" ")
+    dt.model  # load outside the timing, as tamis' setup()
+    docs = [Document(text=x, id=i) for x, i in zip(t["text"].to_pylist(), t["id"].to_pylist())]
+    c0 = time.process_time()
+    for d in docs:
+        dt.filter(d)
+    dt_s = time.process_time() - c0
+    theirs = np.array([d.metadata.get("__label__hq", np.nan) for d in docs])
+    diff = float(np.nanmax(np.abs(ours - np.clip(theirs, 0, 1))))
+    n = t.num_rows
+    print(f"{n} docs, {mb:.1f} MB (first {args.max_chars} chars), one core each, model {model_dir}")
+    print(f"  tamis Classifier.score (per batch)      {n / tamis_s:8.0f} docs/s  {mb / tamis_s:6.2f} MB/s")
+    print(f"  DataTrove FastTextClassifierFilter      {n / dt_s:8.0f} docs/s  {mb / dt_s:6.2f} MB/s")
+    print(f"  speed-up {dt_s / tamis_s:.2f}x; largest score difference {diff:.2e}")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "bench_classifier.json").write_text(json.dumps(
+        {"docs": n, "mb": mb, "tamis_cpu_s": tamis_s, "datatrove_cpu_s": dt_s, "max_abs_diff": diff}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

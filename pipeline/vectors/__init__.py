@@ -1,0 +1,1 @@
+"""Vector helpers shared by the stage families: text embeddings, k-means, PCA."""

@@ -1,0 +1,1 @@
+"""Model-based quality classifiers: fastText (DCLM) and Hugging Face heads (FineWeb-Edu, Nemotron-CC)."""
