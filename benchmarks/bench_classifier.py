@@ -1,9 +1,14 @@
-"""fastText quality classifier: tamis' `Classifier.score` (one `predict` call per Arrow batch, text
-normalised with polars) against DataTrove's `FastTextClassifierFilter.filter` (one `predict` per
-`Document`), same documents, same model (DCLM recipe trained here on the shared corpus), one core
-each. Scores must agree (DataTrove set to replace newlines with spaces, as tamis does).
+"""Quality classifiers, one core each, same documents.
 
-    .venv/bin/python benchmarks/bench_classifier.py [--docs 20000] [--max-chars 100000]
+1. fastText: tamis' `Classifier.score` (one `predict` call per Arrow batch, text normalised with
+   polars) against DataTrove's `FastTextClassifierFilter.filter` (one `predict` per `Document`),
+   same model (DCLM recipe trained here on the shared corpus). Scores must agree (DataTrove set to
+   replace newlines with spaces, as tamis does).
+2. Hugging Face head: `Classifier.score` on a BERT-style regression head (built here, 4 layers,
+   hidden 256, random weights: speed does not depend on them) against a bare batched forward pass
+   (tokenizer + model, same batch size and max_length, no stage around it). Goal: within 10%.
+
+    .venv/bin/python benchmarks/bench_classifier.py [--docs 20000] [--max-chars 100000] [--head-docs 1000]
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--max-chars", type=int, default=100_000, help="characters scored per document (both)")
+    ap.add_argument("--head-docs", type=int, default=1000, help="documents for the Hugging Face head part")
     args = ap.parse_args()
     model_dir = OUT / "classifier-model"
     if not (model_dir / INFO_FILE).is_file():  # DCLM recipe (dim 256, bigrams): docs vs fragments
@@ -75,9 +81,67 @@ def main() -> None:
     print(f"  tamis Classifier.score (per batch)      {n / tamis_s:8.0f} docs/s  {mb / tamis_s:6.2f} MB/s")
     print(f"  DataTrove FastTextClassifierFilter      {n / dt_s:8.0f} docs/s  {mb / dt_s:6.2f} MB/s")
     print(f"  speed-up {dt_s / tamis_s:.2f}x; largest score difference {diff:.2e}")
+    head = bench_head(t.slice(0, args.head_docs), args.batch)
     OUT.mkdir(exist_ok=True)
     (OUT / "bench_classifier.json").write_text(json.dumps(
-        {"docs": n, "mb": mb, "tamis_cpu_s": tamis_s, "datatrove_cpu_s": dt_s, "max_abs_diff": diff}, indent=1))
+        {"docs": n, "mb": mb, "tamis_cpu_s": tamis_s, "datatrove_cpu_s": dt_s, "max_abs_diff": diff,
+         "hf_head": head}, indent=1))
+
+
+def build_head(texts: list[str], folder: Path) -> None:
+    """A BERT-style regression head (4 layers, hidden 256) and a WordPiece tokenizer trained on `texts`."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(
+        vocab_size=8000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                     intermediate_size=1024, max_position_embeddings=512, num_labels=1)
+    BertForSequenceClassification(cfg).save_pretrained(folder)
+
+
+def bench_head(t: pa.Table, batch: int) -> dict:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tamis.scorers.classifier.stage import Classifier
+
+    torch.set_num_threads(1)
+    folder = OUT / "hf-head"
+    texts = t["text"].to_pylist()
+    if not (folder / "config.json").is_file():
+        build_head(texts, folder)
+    stage = Classifier(model_path=str(folder), max_length=512, batch_size=32)
+    stage.validate()
+    stage.setup()
+    w0 = time.perf_counter()
+    ours = np.concatenate([stage.score(pa.Table.from_batches([b]))["classifier_score"].to_numpy()
+                           for b in t.to_batches(max_chunksize=batch)])
+    tamis_s = time.perf_counter() - w0
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    w0 = time.perf_counter()
+    bare = []
+    with torch.inference_mode():  # the plain loop a user would write: batches in input order
+        for i in range(0, len(texts), 32):
+            enc = tok(texts[i:i + 32], truncation=True, max_length=512, padding=True, return_tensors="pt")
+            bare.append(model(**enc).logits[:, 0].numpy())
+    bare_s = time.perf_counter() - w0
+    diff = float(np.max(np.abs(ours - np.concatenate(bare))))
+    n = t.num_rows
+    print(f"HF head (BERT 4x256, 512 tokens, batch 32), {n} docs, one thread each")
+    print(f"  tamis Classifier.score                  {n / tamis_s:8.1f} docs/s")
+    print(f"  bare batched forward pass               {n / bare_s:8.1f} docs/s")
+    print(f"  tamis / bare time {tamis_s / bare_s:.2f}; largest score difference {diff:.2e}")
+    return {"docs": n, "tamis_s": tamis_s, "bare_s": bare_s, "max_abs_diff": diff}
 
 
 if __name__ == "__main__":
