@@ -7,6 +7,7 @@
     _work/read/       per input unit: rows read, ok, quarantined
     _work/manifest/   per stream: one entry per write (below)
     _work/seg-NN-*/   the live rows before a global stage, and its fitted state
+    _work/progress/   per stream and worker process: rows its last stage has finished (display only)
 
 A run folder is data. Every path written into it or read from it resolves inside it (`path`),
 manifests store paths relative to it (a moved or copied folder resumes), and nothing in it is executed.
@@ -79,6 +80,9 @@ class RunFolder:
 
     def read_stats_file(self, unit: str) -> Path:
         return self.work / "read" / f"{file_tag(unit)}.json"
+
+    def progress_dir(self, stream: str) -> Path:
+        return self.work / "progress" / stream
 
     def segment(self, stream: int, first_stage: str) -> Path:
         return self.work / f"seg-{stream:02d}-{first_stage}"

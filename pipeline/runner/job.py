@@ -26,7 +26,7 @@ from tamis.pipeline.runner.session import init_ray, ship_plugin
 from tamis.pipeline.runner.streams import (UNIT_COL, later_columns, plan_streams, read_expected, read_units_fn,
                                            segment_rows)
 from tamis.pipeline.runner.apply import StageError
-from tamis.pipeline.runner.udf import map_stage
+from tamis.pipeline.runner.udf import map_stage, progress_rows
 from tamis.pipeline.counts import merge_summaries
 from tamis.pipeline.runner.writers import write_stream
 from tamis.pipeline.spec import Job, SpecError
@@ -185,6 +185,8 @@ def execute(job: Job, folder: RunFolder, progress: bool | str = True) -> dict:
         last = s == len(streams) - 1
         stream = f"stream-{s:02d}"
         manifest = folder.manifest(stream)
+        noted = folder.progress_dir(stream)  # the stream's last stage notes finished rows here
+        shutil.rmtree(noted, ignore_errors=True)
         if s == 0:
             todo = manifest.pending(read_expected(folder, inputs))
             reserved = tuple(c for c, _ in later_columns(job.stages))
@@ -207,12 +209,14 @@ def execute(job: Job, folder: RunFolder, progress: bool | str = True) -> dict:
             unit_col = "path"
             ctx = {"run_dir": run_dir, "stream": stream, "unit_col": unit_col,
                    "max_share": spec.max_quarantine_share}
-            for head, ref in fitted:
-                ds = map_stage(ds, head, True, "transform", ref, ctx)
+            for i, (head, ref) in enumerate(fitted):
+                tail = {"progress_dir": str(noted)} if i == len(fitted) - 1 and not scorers else {}
+                ds = map_stage(ds, head, True, "transform", ref, {**ctx, **tail})
         ctx = {"run_dir": run_dir, "stream": stream, "unit_col": unit_col,
                "max_share": spec.max_quarantine_share}
-        for p in scorers:
-            ds = map_stage(ds, p, True, "score", None, ctx)
+        for i, p in enumerate(scorers):
+            tail = {"progress_dir": str(noted)} if i == len(scorers) - 1 else {}
+            ds = map_stage(ds, p, True, "score", None, {**ctx, **tail})
         pad: tuple = ()
         if last:
             target = "final"
@@ -229,7 +233,7 @@ def execute(job: Job, folder: RunFolder, progress: bool | str = True) -> dict:
             desc = f"{names or 'read'} (then {later[0] if later else 'write'})" if names or later else "write"
             _drain(ds.map_batches(write_stream, fn_args=(run_dir, stream, unit_col, target, text_field,
                                                          id_field, pad), batch_format="pyarrow"),
-                   progress, desc, total, manifest)
+                   progress, desc, total, manifest, noted)
         if not last:
             units = sorted(f for e in folder.manifest(stream).entries() for f in e["files"]
                            if Path(f).parent == folder.path(target))
@@ -317,10 +321,11 @@ class _Written:
             self.bytes += int(e.get("text_bytes", 0))
 
 
-def _drain(ds, progress: bool | str, desc: str, total=None, manifest=None) -> int:
+def _drain(ds, progress: bool | str, desc: str, total=None, manifest=None, noted=None) -> int:
     """Consume a stream's write tasks (per-batch `rows` counts) and show rows, MB, rows/s and (when
     `total` rows are known: a number, or a function giving the best estimate so far) an ETA, per
-    batch from the stream's `manifest`; return the rows written."""
+    batch: the rows the stream's last stage has finished (`noted`, a progress folder) or, when
+    more, the rows written (the stream's `manifest`); return the rows written."""
     mode = progress_mode(progress)
     estimate = total if callable(total) else (lambda: total)
     written = _Written(manifest) if manifest is not None else None
@@ -343,9 +348,14 @@ def _drain(ds, progress: bool | str, desc: str, total=None, manifest=None) -> in
             known = estimate()
             if known is not None and known != state["total"]:
                 state["total"] = bar.total = known
-            bar.update(written.rows - state["rows"])
-            state["rows"], state["bytes"] = written.rows, written.bytes
-            bar.set_postfix_str(f"{written.bytes / 1e6:.1f} MB")
+            rows, size = progress_rows(noted) if noted is not None else (0, 0)
+            if written.rows >= rows:
+                rows, size = written.rows, written.bytes
+            rows = min(rows, state["total"]) if state["total"] else rows  # a retried batch notes twice
+            rows, size = max(rows, state["rows"]), max(size, state["bytes"])
+            bar.update(rows - state["rows"])
+            state["rows"], state["bytes"] = rows, size
+            bar.set_postfix_str(f"{size / 1e6:.1f} MB")
 
         stop = threading.Event()
 

@@ -7,7 +7,9 @@ counters with the rows, and isolates rows that break a stage by bisection (quara
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -96,17 +98,36 @@ class StageUDF:
     def __call__(self, batch: pa.Table) -> pa.Table:
         self._setup()  # a model that cannot load fails the job at once, it is not a data problem
         batch, carried = pop_stats(batch)
-        size = self.ctx.get("batch_size") or batch.num_rows or 1
+        size = self.ctx.get("batch_size") or _rows_for_bytes(batch, SLICE_TEXT_BYTES)
         if batch.num_rows <= size:
             out, st = self._one(batch)
+            self._progress(batch)
         else:  # the stage's batch size, sliced here: Ray's batcher would join blocks of other files
-            parts = [self._one(batch.slice(i, size)) for i in range(0, batch.num_rows, size)]
+            parts = []
+            for i in range(0, batch.num_rows, size):
+                parts.append(self._one(batch.slice(i, size)))
+                self._progress(batch.slice(i, size))
             out = pa.concat_tables([p for p, _ in parts], promote_options="permissive")
             st = sum((s for _, s in parts), BatchStats())
         if not self.count:
             return out
         st.extra[f"node:{ray.get_runtime_context().get_node_id()[:12]}"] = 1
         return carry_stats(out, [*carried, [self.name, st.__dict__]])
+
+    def _progress(self, done: pa.Table) -> None:
+        """With `ctx["progress_dir"]` (the last stage of a stream), note the rows this worker process
+        has finished, at most every PROGRESS_EVERY_S, for the driver's progress line: Ray Data hands
+        a task's output on as one block, so the written rows alone move once per read unit."""
+        folder = self.ctx.get("progress_dir")
+        if not folder or not self.count:
+            return
+        rows, size = getattr(self, "_done", (0, 0))
+        self._done = (rows + done.num_rows, size + _text_bytes(done))
+        now = time.monotonic()
+        if now - getattr(self, "_noted", 0.0) < PROGRESS_EVERY_S:
+            return
+        self._noted = now
+        note_progress(folder, self.name, *self._done)
 
     def _one(self, batch: pa.Table) -> tuple[pa.Table, BatchStats]:
         try:
@@ -144,6 +165,53 @@ class StageUDF:
         if rows >= MIN_BATCH_FOR_SHARE and len(failed) > share * rows:
             raise TooManyFailures(f"stage {self.name!r} failed on {len(failed)} of {rows} rows of a batch: "
                                   f"a broken stage or setting, not bad data. First error: {failed[0][1]}")
+
+
+PROGRESS_EVERY_S = 1.0
+# A stage without its own batch size sees slices of about this much text: Ray Data hands a whole read
+# unit (an input file, or 32 MiB of a big Parquet file) to a task as one block.
+SLICE_TEXT_BYTES = 8 << 20
+
+
+def _text_bytes(batch: pa.Table) -> int:
+    return int(pc.sum(pc.binary_length(batch["text"])).as_py() or 0) if "text" in batch.column_names else 0
+
+
+def _rows_for_bytes(batch: pa.Table, target: int) -> int:
+    if batch.num_rows == 0 or "text" not in batch.column_names:
+        return max(batch.num_rows, 1)
+    size = _text_bytes(batch)
+    return max(1, batch.num_rows if size <= target else batch.num_rows * target // size)
+
+
+def note_progress(folder: str, stage: str, rows: int, size: int) -> None:
+    """Write `rows` and their text bytes `size` (what this process finished of `stage`) to its
+    progress file, atomically."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{stage}-{os.getpid()}-{ray.get_runtime_context().get_node_id()[:12]}")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{rows} {size}")
+    os.replace(tmp, path)
+
+
+def progress_rows(folder: str | os.PathLike) -> tuple[int, int]:
+    """Rows and text bytes the workers have noted in `folder` (display figures: a retried task
+    counts twice)."""
+    rows = size = 0
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0, 0
+    for n in names:
+        if not n.endswith(".tmp"):
+            try:
+                with open(os.path.join(folder, n)) as f:
+                    r, b = f.read().split()
+                rows, size = rows + int(r), size + int(b)
+            except (OSError, ValueError):  # being replaced: counted on the next look
+                pass
+    return rows, size
 
 
 def quarantine_batch(batch: pa.Table, error: str, ctx: dict, stages: dict | None = None) -> None:

@@ -199,3 +199,46 @@ def test_train_rater_default_threads_finish_on_a_busy_machine():
     assert args.threads == 1
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train-rater"]
     assert "78 s" in next(a for a in sub._actions if "--threads" in a.option_strings).help
+
+
+SLOW_STAGE = '''
+import time
+import pyarrow as pa
+from tamis.pipeline.stage import Resources, Scorer
+
+
+class SlowBatches(Scorer):
+    """0.25 s per batch of 50 rows: a slow model, as perplexity is."""
+    name = "slow_batches"
+    columns = {"slow_batches_n": pa.int64()}
+    resources = Resources(batch_size=50)
+
+    def score(self, batch):
+        time.sleep(0.25)
+        return {"slow_batches_n": pa.array([batch.num_rows] * batch.num_rows, pa.int64())}
+'''
+
+
+def test_progress_moves_per_batch_inside_one_input_file(ray_session, tmp_path, monkeypatch, capsys):
+    """One input file is one block for Ray Data, so written rows arrive at its end; the stream's last
+    stage notes the rows it has finished (per batch, at most once a second), and the progress line
+    moves with them: 0 rows for minutes was the perplexity job's complaint."""
+    import sys
+    from tamis.pipeline.runner import job as job_mod
+    monkeypatch.setattr(job_mod, "PLAIN_EVERY_S", 0.0)
+    import pyarrow.parquet as pq
+    (tmp_path / "plug").mkdir()
+    (tmp_path / "plug" / "slowplug.py").write_text(SLOW_STAGE)
+    sys.path.insert(0, str(tmp_path / "plug"))
+    pq.write_table(pq.read_table(REPO / "data" / "sample" / "part-0.parquet").slice(0, 600), tmp_path / "one.parquet")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"inputs: [{tmp_path / 'one.parquet'}]\noutput: {tmp_path / 'run'}\n"
+                    "stages:\n  - class: slowplug:SlowBatches\n")
+    assert main(["run", str(spec), "--progress", "plain"]) == 0
+    head = "tamis: slow_batches (then write): "
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith(head)]
+    rows = [int(x.split(": ")[2].split(" rows")[0].split("/")[0].replace(",", "")) for x in lines]
+    assert len({r for r in rows if 0 < r < 600}) >= 2, lines  # moved at least twice within the file
+    assert rows == sorted(rows) and rows[-1] == 600, lines
+    mid = next(x for x, r in zip(lines, rows) if 0 < r < 600)
+    assert float(mid.split(" rows, ")[1].split(" MB")[0]) > 0, mid  # MB move with the rows
