@@ -1,5 +1,5 @@
 """Every job in jobs/ is product: each runs end to end, as written, on the sample shipped in the repo
-(from a folder laid out like a fresh clone beside ../shared) and keeps a sensible share."""
+(from a folder laid out like a user's fresh clone: no ../shared beside it) and keeps a sensible share."""
 import json
 from pathlib import Path
 
@@ -18,19 +18,26 @@ KEEPS = {
     "diversity.yaml": (0.30, 0.60),     # budget 0.5 of what survives dedup
     "perplexity.yaml": (0.40, 0.75),    # the tail bucket (above the 60th percentile) goes
     "regmix.yaml": (0.05, 1.00),        # documents of the mixture's domains, up to the token budget
+    "pii.yaml": (0.95, 1.00),           # cleaning edits text; only emptied rows, lorem ipsum and exact copies go
+    "web.yaml": (0.20, 0.45),           # of 288 WARC records: redirect stubs, code-heavy pages, non-HTML go
 }
 
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
-    """A working folder like a fresh clone: data/ and jobs/ of the repo, ../shared beside it."""
+    """A working folder like a user's fresh clone: data/ and jobs/ of the repo, and nothing beside it
+    (a job that reads ../shared, as jobs/perplexity.yaml once did, fails here)."""
     root = tmp_path_factory.mktemp("clone")
     work = root / "tamis"
     work.mkdir()
     for name in ("data", "jobs"):
         (work / name).symlink_to(REPO / name)
-    (root / "shared").symlink_to((REPO / ".." / "shared").resolve())
     return work
+
+
+def test_no_job_reads_outside_the_repo():
+    for p in sorted((REPO / "jobs").glob("*.yaml")):
+        assert "../" not in p.read_text(), f"{p.name} reads a path outside the repo"
 
 
 def test_every_job_is_listed():

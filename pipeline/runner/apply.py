@@ -132,9 +132,7 @@ def apply_stage(batch: pa.Table, name: str, stage: Stage, rules: list[Rule], com
         batch, emptied, edit_stats = _apply_edit(batch, sub, out.pop("text"), live, live_idx, name)
     for col, arr in out.items():
         batch = set_column(batch, col, _scatter(arr, live_idx, n))
-    rejected = 0
     if editor and len(live_idx):  # an edit that leaves nothing rejects the row (before the rules)
-        rejected = int(pc.sum(emptied).as_py() or 0)
         live_idx = np.flatnonzero(live_mask(batch).to_numpy(zero_copy_only=False))
     if rules and len(live_idx):
         sub = batch.take(pa.array(live_idx)) if len(live_idx) != n else batch
@@ -146,8 +144,7 @@ def apply_stage(batch: pa.Table, name: str, stage: Stage, rules: list[Rule], com
                 sub = sub.append_column(c, pa.nulls(sub.num_rows))
         reasons = first_failure(pl.from_arrow(sub.select(cols)) if cols else pl.DataFrame(
             {"_": [0] * sub.num_rows}), rules).to_arrow().cast(pa.string())
-        rejected = int(n_nonnull := pc.sum(pc.is_valid(reasons)).as_py() or 0)
-        if n_nonnull:
+        if pc.any(pc.is_valid(reasons)).as_py():
             stage_col = pc.if_else(pc.is_valid(reasons), pa.scalar(name), pa.scalar(None, pa.string()))
             batch = batch.set_column(batch.column_names.index("reject_stage"), "reject_stage",
                                      pc.coalesce(batch["reject_stage"], _scatter(stage_col, live_idx, n)))

@@ -89,6 +89,9 @@ def test_text_and_id_column_override_the_jobs_fields(ray_session, tmp_path, caps
     import polars as pl
     curated = pl.read_parquet(tmp_path / "run" / "curated")
     assert sorted(curated["doc_id"].to_list()) == [f"k{i}" for i in range(5)] and "body" in curated.columns
+    report = json.loads(next((tmp_path / "run" / "reports").glob("*-signals.json")).read_text())
+    kept = report["samples"]["kept"]  # the report reads the text and ids under the job's own names
+    assert kept and all(k["id"].startswith("k") and k["snippet"].startswith("Some words") for k in kept)
 
 
 def _dead_address() -> str:
