@@ -1,4 +1,5 @@
-"""Streaming readers for JSONL (plain, .gz, .zst), Parquet, Arrow and `datasets.save_to_disk` folders.
+"""Streaming readers for JSONL (plain, .gz, .zst), Parquet, Arrow, `datasets.save_to_disk` folders and
+WARC / WET files (`tamis.pipeline.warc`: one row per record).
 
 `read_file` yields Arrow batches of documents with `id`, `text`, the input's other columns and the
 provenance columns `input_file` / `input_row`. `input_units` splits large Parquet files into runs of
@@ -33,6 +34,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from tamis.pipeline.warc import SCHEMA as WARC_SCHEMA, WARC_SUFFIXES, is_warc, read_warc
 
 QUARANTINE_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64()), ("error", pa.string()),
                                ("raw", pa.large_binary())])
@@ -134,6 +137,8 @@ def input_kind(path: Path) -> str:
         return "parquet"
     if name.endswith(".arrow"):
         return "arrow"
+    if is_warc(path):
+        return "warc"
     return "jsonl"
 
 
@@ -143,6 +148,8 @@ def input_columns(path: Path, sample_lines: int = 1000) -> set[str]:
     kind = input_kind(path)
     if kind == "parquet":
         return set(pq.read_schema(path).names)
+    if kind == "warc":
+        return set(WARC_SCHEMA.names)
     if kind in ("arrow", "hf"):
         for batch in _arrow_batches(path, kind, 1, None):
             return set(batch.schema.names)
@@ -669,6 +676,15 @@ def _read_columnar(path: Path, kind: str, stats: ReadStats, q: Quarantine, text_
             yield _normalise(table, rows, str(path), text_field, id_field, renames)
 
 
+def _read_warc(path: Path, stats: ReadStats, q: Quarantine, batch_rows: int,
+               reserved: Collection[str]) -> Iterator[pa.Table]:
+    """WARC / WET records as documents (`tamis.pipeline.warc`): `id` is the WARC-Record-ID."""
+    renames = reserved_renames(WARC_SCHEMA.names, "text", "id", reserved)
+    _warn_renames(renames, str(path), stats)
+    for table, rows in read_warc(path, stats, q, batch_rows):
+        yield _normalise(table, rows, str(path), "text", "id", renames)
+
+
 def read_file(path: Path, stats: ReadStats, q: Quarantine, text_field: str = "text",
               id_field: str | None = "id", batch_rows: int = 2000,
               max_line_bytes: int = 256 * 1024**2, row_groups: tuple[int, int] | None = None,
@@ -680,6 +696,8 @@ def read_file(path: Path, stats: ReadStats, q: Quarantine, text_field: str = "te
     try:
         if kind == "jsonl":
             gen = _read_jsonl(path, stats, q, text_field, id_field, batch_rows, max_line_bytes, reserved)
+        elif kind == "warc":
+            gen = _read_warc(path, stats, q, batch_rows, reserved)
         else:
             gen = _read_columnar(path, kind, stats, q, text_field, id_field, batch_rows, row_groups, reserved)
         for t in gen:
@@ -700,7 +718,8 @@ class InputError(ValueError):
     """Inputs that name nothing readable; the message names the input."""
 
 
-INPUT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".parquet", ".arrow")
+INPUT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".parquet", ".arrow",
+                  *WARC_SUFFIXES)
 
 
 def is_hf_dataset_dir(p: Path) -> bool:
