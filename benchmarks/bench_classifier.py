@@ -4,11 +4,17 @@
    polars) against DataTrove's `FastTextClassifierFilter.filter` (one `predict` per `Document`),
    same model (DCLM recipe trained here on the shared corpus). Scores must agree (DataTrove set to
    replace newlines with spaces, as tamis does).
-2. Hugging Face head: `Classifier.score` on a BERT-style regression head (built here, 4 layers,
+2. Whole jobs, 2 workers each, same input (Parquet shards of the same documents) and model: `tamis run`
+   (embedded Ray: read -> classifier stage -> keep `classifier_score >= 0.5` -> curated/rejected
+   Parquet) against DataTrove's `LocalPipelineExecutor` (ParquetReader -> FastTextClassifierFilter
+   (`keep_labels=("hq", 0.5)`) -> ParquetWriter); wall time and peak RSS of the process tree
+   (start-up included), and the kept counts must agree.
+3. Hugging Face head: `Classifier.score` on a BERT-style regression head (built here, 4 layers,
    hidden 256, random weights: speed does not depend on them) against a bare batched forward pass
    (tokenizer + model, same batch size and max_length, no stage around it). Goal: within 10%.
 
     .venv/bin/python benchmarks/bench_classifier.py [--docs 20000] [--max-chars 100000] [--head-docs 1000]
+        [--job-docs 40000]
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 from _corpus import CORPUS, corpus_table  # noqa: E402
+from _measure import timed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -45,6 +52,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--max-chars", type=int, default=100_000, help="characters scored per document (both)")
     ap.add_argument("--head-docs", type=int, default=1000, help="documents for the Hugging Face head part")
+    ap.add_argument("--job-docs", type=int, default=40000, help="documents for the whole-job part")
     args = ap.parse_args()
     model_dir = OUT / "classifier-model"
     if not (model_dir / INFO_FILE).is_file():  # DCLM recipe (dim 256, bigrams): docs vs fragments
@@ -81,11 +89,65 @@ def main() -> None:
     print(f"  tamis Classifier.score (per batch)      {n / tamis_s:8.0f} docs/s  {mb / tamis_s:6.2f} MB/s")
     print(f"  DataTrove FastTextClassifierFilter      {n / dt_s:8.0f} docs/s  {mb / dt_s:6.2f} MB/s")
     print(f"  speed-up {dt_s / tamis_s:.2f}x; largest score difference {diff:.2e}")
+    jobs = bench_jobs(model_dir, args.job_docs, args.max_chars)
     head = bench_head(t.slice(0, args.head_docs), args.batch)
     OUT.mkdir(exist_ok=True)
     (OUT / "bench_classifier.json").write_text(json.dumps(
         {"docs": n, "mb": mb, "tamis_cpu_s": tamis_s, "datatrove_cpu_s": dt_s, "max_abs_diff": diff,
-         "hf_head": head}, indent=1))
+         "whole_jobs": jobs, "hf_head": head}, indent=1))
+
+
+DATATROVE_JOB = """
+import sys
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.filters import FastTextClassifierFilter
+from datatrove.pipeline.readers import ParquetReader
+from datatrove.pipeline.writers import ParquetWriter
+inp, out, model, tasks = sys.argv[1:5]
+LocalPipelineExecutor([ParquetReader(inp, text_key="text", id_key="id"),
+                       FastTextClassifierFilter(model_url=model, keep_labels=("hq", 0.5), newline_replacement=" "),
+                       ParquetWriter(out + "/kept")], tasks=int(tasks), workers=2, logging_dir=out + "/logs").run()
+"""
+
+
+def bench_jobs(model_dir: Path, n_docs: int, max_chars: int) -> dict:
+    """Whole commands, 2 workers each, on the same Parquet shards of `n_docs` documents."""
+    import tempfile
+
+    import polars as pl
+
+    from tamis.scorers.classifier.train import MODEL_FILE
+
+    df = pl.from_arrow(corpus_table(["id", "text"])).with_columns(pl.col("text").str.slice(0, max_chars))
+    copies = [df.with_columns(pl.col("id").cast(pl.Utf8) + f"#{k}") for k in range(-(-n_docs // df.height))]
+    df = pl.concat(copies).sample(n_docs, seed=5, shuffle=True)
+    out: dict = {"docs": n_docs}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "in").mkdir()
+        shards = 8
+        for i in range(shards):
+            df[i::shards].write_parquet(tmp / "in" / f"part-{i}.parquet")
+        job = tmp / "job.yaml"
+        job.write_text(f"inputs: [{tmp / 'in'}]\nray: {{num_cpus: 2}}\nstages:\n  - use: classifier\n"
+                       f"    params: {{model_path: {model_dir}, max_chars: {max_chars}}}\n"
+                       "    keep: {low_quality: 'classifier_score >= 0.5'}\n")
+        wall, rss = timed([str(REPO / ".venv" / "bin" / "tamis"), "run", str(job), "--output", str(tmp / "t"),
+                           "--no-progress"])
+        kept = json.loads((tmp / "t" / "reports" / "summary.json").read_text())["curated"]
+        out["tamis"] = {"wall_s": wall, "peak_rss_mb": rss, "kept": kept}
+        wall, rss = timed([sys.executable, "-c", DATATROVE_JOB, str(tmp / "in"), str(tmp / "d"),
+                           str(model_dir / MODEL_FILE), str(shards)])
+        dt_kept = pl.scan_parquet(str(tmp / "d" / "kept" / "*.parquet")).select(pl.len()).collect().item()
+        out["datatrove"] = {"wall_s": wall, "peak_rss_mb": rss, "kept": dt_kept}
+    t, d = out["tamis"], out["datatrove"]
+    print(f"whole jobs, {n_docs} docs in 8 Parquet shards, 2 workers each (start-up included)")
+    print(f"  tamis run                 {t['wall_s']:6.1f} s  {n_docs / t['wall_s']:7.0f} docs/s  peak RSS "
+          f"{t['peak_rss_mb']:5.0f} MB  kept {t['kept']}")
+    print(f"  DataTrove executor        {d['wall_s']:6.1f} s  {n_docs / d['wall_s']:7.0f} docs/s  peak RSS "
+          f"{d['peak_rss_mb']:5.0f} MB  kept {d['kept']}")
+    print(f"  speed-up {d['wall_s'] / t['wall_s']:.2f}x" + ("" if t["kept"] == d["kept"] else "  (KEPT COUNTS DIFFER)"))
+    return out
 
 
 def build_head(texts: list[str], folder: Path) -> None:

@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import polars as pl
-import psutil
 
 from _corpus import corpus_table
+from _measure import timed
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
@@ -39,7 +36,6 @@ OUT = REPO / "benchmarks" / "_out"
 DOCS_PER_SHARD = 3000
 
 DATATROVE = """
-import sys
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.readers import ParquetReader
 from datatrove.pipeline.tokens.tokenizer import DocumentTokenizer
@@ -83,29 +79,6 @@ def train_tokenizer(folder: Path, vocab: int) -> Path:
     tok.save(str(f))
     (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
     return folder
-
-
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak summed RSS (MB) of `cmd` and every process it starts."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak, root = 0, psutil.Process(proc.pid)
-    while proc.poll() is None:
-        rss = 0
-        try:
-            for p in [root, *root.children(recursive=True)]:
-                try:
-                    rss += p.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-        except psutil.NoSuchProcess:
-            break
-        peak = max(peak, rss)
-        time.sleep(0.2)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()[-3000:]}")
-    return wall, peak / 1e6
 
 
 def tamis(inp: Path, out: Path, tok: Path, shard_tokens: int) -> tuple[float, float, int]:

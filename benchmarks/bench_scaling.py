@@ -36,6 +36,7 @@ import polars as pl
 import psutil
 
 from _corpus import corpus_table
+from _measure import timed
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
@@ -74,29 +75,6 @@ def job_file(inp: Path, out: Path, cpus: int) -> Path:
     job = out.parent / f"{out.name}.yaml"
     job.write_text(JOB.format(inp=inp, out=out, cpus=cpus))
     return job
-
-
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Wall seconds and peak summed RSS (MB) of `cmd` and every process it starts."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    peak, root = 0, psutil.Process(proc.pid)
-    while proc.poll() is None:
-        rss = 0
-        try:
-            for p in [root, *root.children(recursive=True)]:
-                try:
-                    rss += p.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-        except psutil.NoSuchProcess:
-            break
-        peak = max(peak, rss)
-        time.sleep(0.2)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()[-3000:]}")
-    return wall, peak / 1e6
 
 
 def core_seconds(cores: int) -> tuple[float, float]:
