@@ -3,7 +3,7 @@ WARC / WET files (`tamis.pipeline.warc`: one row per record).
 
 `read_file` yields Arrow batches of documents with `id`, `text`, the input's other columns and the
 provenance columns `input_file` / `input_row`. `input_units` splits large Parquet files into runs of
-row groups, so that one big file is read by many tasks. Anything that cannot become a document
+row groups (and large `.warc.gz` files into byte ranges), so that one big file is read by many tasks. Anything that cannot become a document
 (malformed JSON, invalid UTF-8, a missing or non-string text field) goes to the `Quarantine` with the
 file, the line or row, the error and the raw bytes; nothing is dropped silently.
 
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tamis.pipeline.warc import SCHEMA as WARC_SCHEMA, WARC_SUFFIXES, is_warc, read_warc
+from tamis.pipeline.warc import BYTES_SEP, SCHEMA as WARC_SCHEMA, WARC_SUFFIXES, is_warc, read_warc, warc_units
 
 QUARANTINE_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64()), ("error", pa.string()),
                                ("raw", pa.large_binary())])
@@ -86,6 +86,9 @@ def input_units(paths: list[str], split_bytes: int) -> list[str]:
     read task reports why) is one unit."""
     units = []
     for p in paths:
+        if input_kind(Path(p)) == "warc":
+            units += warc_units(p, split_bytes)
+            continue
         if input_kind(Path(p)) != "parquet" or os.path.getsize(p) <= split_bytes:
             units.append(p)
             continue
@@ -106,8 +109,11 @@ def input_units(paths: list[str], split_bytes: int) -> list[str]:
 
 
 def split_unit(unit: str) -> tuple[str, tuple[int, int] | None]:
-    """(file, (first row group, end row group) or None for the whole file) of a read unit."""
+    """(file, (first row group, end row group) or None for the whole file) of a read unit; for a
+    WARC unit (`FILE#bytes=A-B`, `warc.warc_units`) the byte range (A, B)."""
     path, sep, groups = unit.rpartition(UNIT_SEP)
+    if not sep:
+        path, sep, groups = unit.rpartition(BYTES_SEP)
     if not sep:
         return unit, None
     a, b = groups.split("-")
@@ -676,12 +682,13 @@ def _read_columnar(path: Path, kind: str, stats: ReadStats, q: Quarantine, text_
             yield _normalise(table, rows, str(path), text_field, id_field, renames)
 
 
-def _read_warc(path: Path, stats: ReadStats, q: Quarantine, batch_rows: int,
-               reserved: Collection[str]) -> Iterator[pa.Table]:
-    """WARC / WET records as documents (`tamis.pipeline.warc`): `id` is the WARC-Record-ID."""
+def _read_warc(path: Path, stats: ReadStats, q: Quarantine, batch_rows: int, reserved: Collection[str],
+               byte_range: tuple[int, int] | None) -> Iterator[pa.Table]:
+    """WARC / WET records as documents (`tamis.pipeline.warc`): `id` is the WARC-Record-ID, `input_row`
+    the record's byte offset."""
     renames = reserved_renames(WARC_SCHEMA.names, "text", "id", reserved)
     _warn_renames(renames, str(path), stats)
-    for table, rows in read_warc(path, stats, q, batch_rows):
+    for table, rows in read_warc(path, stats, q, batch_rows, byte_range):
         yield _normalise(table, rows, str(path), "text", "id", renames)
 
 
@@ -696,8 +703,8 @@ def read_file(path: Path, stats: ReadStats, q: Quarantine, text_field: str = "te
     try:
         if kind == "jsonl":
             gen = _read_jsonl(path, stats, q, text_field, id_field, batch_rows, max_line_bytes, reserved)
-        elif kind == "warc":
-            gen = _read_warc(path, stats, q, batch_rows, reserved)
+        elif kind == "warc":  # `row_groups` is then a byte range (`split_unit`)
+            gen = _read_warc(path, stats, q, batch_rows, reserved, row_groups)
         else:
             gen = _read_columnar(path, kind, stats, q, text_field, id_field, batch_rows, row_groups, reserved)
         for t in gen:

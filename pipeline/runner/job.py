@@ -261,8 +261,8 @@ def rows_estimate(folder: RunFolder, units: list[str]):
                 meta = pq.ParquetFile(path).metadata
                 a, b = groups or (0, meta.num_row_groups)
                 exact[u] = sum(meta.row_group(i).num_rows for i in range(a, b))
-            else:
-                size[u] = (input_kind(Path(path)), os.path.getsize(path))
+            else:  # a split WARC file's unit: its byte range
+                size[u] = (input_kind(Path(path)), groups[1] - groups[0] if groups else os.path.getsize(path))
         except (OSError, ValueError, pa.ArrowException):  # its read task says why
             return lambda: None
 
