@@ -27,13 +27,16 @@ def run(args) -> int:
     """Exit 0 only when the output is right; 1 when a stage failed as a whole, 2 on a configuration
     error, 3 when the output is incomplete or does not add up (see docs/guarantees.md)."""
     from tamis.pipeline.report import format_table, load_reports
-    from tamis.pipeline.runner.job import RunFailed, run_job
+    from tamis.pipeline.runner.job import RunFailed, progress_mode, run_job
+    from tamis.pipeline.runner.stderr_filter import drop_harmless_ray_lines
     from tamis.pipeline.spec import load_job
 
     job = load_job(args.job, inputs=args.input, output=args.output, address=args.address,
                    text_column=args.text_column, id_column=args.id_column)
     try:
-        summary = run_job(job, restart=args.restart, progress="none" if args.no_progress else args.progress)
+        mode = progress_mode("none" if args.no_progress else args.progress)  # before stderr becomes a pipe
+        with drop_harmless_ray_lines():
+            summary = run_job(job, restart=args.restart, progress=mode)
     except RunFailed as e:
         if (job.output / "reports" / "summary.json").is_file():
             print(format_table(*load_reports(job.output)))

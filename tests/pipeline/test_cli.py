@@ -3,6 +3,7 @@ errors and meaningful exit codes for the cluster commands, help on every option.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import socket
 import subprocess
@@ -245,3 +246,55 @@ def test_progress_moves_per_batch_inside_one_input_file(ray_session, tmp_path, m
     assert rows == sorted(rows) and rows[-1] == 600, lines
     mid = next(x for x, r in zip(lines, rows) if 0 < r < 600)
     assert float(mid.split(" rows, ")[1].split(" MB")[0]) > 0, mid  # MB move with the rows
+
+
+ACTOR_STAGE = '''
+import pyarrow as pa
+from tamis.pipeline.stage import Scorer
+
+
+class Loaded(Scorer):
+    """A stage with setup(): Ray Data runs it as an actor pool."""
+    name = "loaded"
+    columns = {"loaded_len": pa.int64()}
+
+    def setup(self):
+        self.offset_ = 0
+
+    def score(self, batch):
+        return {"loaded_len": pa.array([self.offset_ + len(t) for t in batch["text"].to_pylist()], pa.int64())}
+'''
+
+
+def test_a_run_with_an_actor_pool_prints_only_tamis_lines(tmp_path):
+    """Ray's C++ core logs an ERROR line (`core_worker.cc ... constructor arguments in the object store`)
+    whenever Ray Data starts an actor pool; `tamis run` drops that line, and only that line."""
+    (tmp_path / "actorplug.py").write_text(ACTOR_STAGE)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"Document number {i} has a few words."}) + "\n" for i in range(50)))
+    job = tmp_path / "job.yaml"
+    job.write_text(f"inputs: [{docs}]\nstages:\n  - class: actorplug:Loaded\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([*CLI, "run", str(job), "--output", str(tmp_path / "run"), "--progress", "plain"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for noise in RAY_NOISE:
+        assert noise not in proc.stderr, proc.stderr[-3000:]
+    assert any(line.startswith("tamis: loaded (then write): 50/50 rows") for line in proc.stderr.splitlines())
+
+
+def test_the_stderr_filter_drops_only_rays_known_line(capfd):
+    from tamis.pipeline.runner.stderr_filter import drop_harmless_ray_lines
+    known = (b"[2026-12-03 16:32:39,121 E 5295 5295] core_worker.cc:2465: Actor with class name: "
+             b"'MapWorker(MapBatches(read)->MapBatches(StageUDF))' and ID: 'ab12' has constructor arguments in "
+             b"the object store and max_restarts > 0. If the arguments in the object store go out of scope or "
+             b"are lost, the actor restart will fail. See https://github.com/ray-project/ray/issues/53727\n")
+    other = b"[2026-12-03 16:32:40,000 E 5295 5295] core_worker.cc:100: a real error\n"
+    with drop_harmless_ray_lines():
+        os.write(2, known[:50])  # a line may come in pieces
+        os.write(2, known[50:] + other)
+        os.write(2, b"\rbar 50%")  # a progress bar's update has no newline: it passes at once
+        os.write(2, b"[no newline at the end")
+    err = capfd.readouterr().err
+    assert "constructor arguments" not in err
+    assert "a real error" in err and "\rbar 50%" in err and err.endswith("[no newline at the end")
