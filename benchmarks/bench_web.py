@@ -18,15 +18,13 @@ import argparse
 import gzip
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 import zlib
 from pathlib import Path
 
 import polars as pl
-import psutil
+
+from _measure import timed
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
@@ -56,29 +54,6 @@ LocalPipelineExecutor(pipeline=[
 ], tasks={tasks}, workers=1, local_tasks={tasks} // procs, local_rank_offset=rank * ({tasks} // procs),
    logging_dir={logs!r}).run()
 """
-
-
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak summed RSS (MB) of `cmd` and every process it starts."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak, root = 0, psutil.Process(proc.pid)
-    while proc.poll() is None:
-        rss = 0
-        try:
-            for p in [root, *root.children(recursive=True)]:
-                try:
-                    rss += p.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-        except psutil.NoSuchProcess:
-            break
-        peak = max(peak, rss)
-        time.sleep(0.2)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()[-3000:]}")
-    return wall, peak / 1e6
 
 
 def copy_of_sample(i: int) -> bytes:
