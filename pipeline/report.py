@@ -37,6 +37,10 @@ SAMPLE_POOL = 500   # rows per reason drawn (by hash) before the examples are pi
 LOG_RATIO = 1000    # positive values spanning more than this ratio get log-scaled histogram bins
 WHATIF_ROWS = 20_000  # rows embedded in the HTML report for its what-if sliders (a hash sample beyond)
 IN_MEMORY_VALUES = 20_000_000  # score values (160 MB) up to which reports read the outputs once, into memory
+N_CLUSTERS = 20     # largest duplicate clusters listed per dedup stage (docs/reports.md, "Duplicate clusters")
+N_MEMBERS = 10      # members (removed rows) shown per listed cluster; the rest are counted
+CLUSTER_SNIPPET = 160  # characters of text shown per kept document and member
+SIMILARITY = {"minhash_jaccard": "jaccard", "semdedup_cosine": "cosine"}  # column -> measure; else exact (1.0)
 
 
 def _num(x):
@@ -262,6 +266,12 @@ def _row_hash(stage: str) -> pl.Expr:
     return (pl.col("id").cast(pl.Utf8).fill_null("") + pl.lit("\x1f" + stage)).hash(17)
 
 
+def _snippet(chars: int) -> pl.Expr:
+    """The first `chars` characters of `text`, whitespace collapsed (only 4x that much is scanned)."""
+    return (pl.col("text").str.slice(0, chars * 4).str.replace_all(r"\s+", " ").str.strip_chars()
+            .str.slice(0, chars))
+
+
 def stage_samples(texts: pl.LazyFrame, stages: list[dict]) -> list[dict]:
     """Examples with text snippets, per stage (`stages`: dicts of `stage`, `live_after` (an expression:
     the row left the stage alive), `rules`, `rejections`, `rows_out`): up to N_KEPT_SAMPLES rows that
@@ -288,8 +298,7 @@ def stage_samples(texts: pl.LazyFrame, stages: list[dict]) -> list[dict]:
         return []
     all_cols = sorted({c for *_, cols_of in plan for cs in cols_of.values() for c in cs} & have)
     sel = [pl.col("id").cast(pl.Utf8), pl.col("reject_stage"), pl.col("reject_reason"), *flags,
-           pl.col("text").str.slice(0, SNIPPET_CHARS * 4).str.replace_all(r"\s+", " ").str.strip_chars()
-           .str.slice(0, SNIPPET_CHARS).alias("snippet"), *[pl.col(c) for c in all_cols]]
+           _snippet(SNIPPET_CHARS).alias("snippet"), *[pl.col(c) for c in all_cols]]
     pool = _collect(texts.filter(pl.any_horizontal(picks)).select(sel))
 
     def rows(df: pl.DataFrame, k: int, cols: list[str], n: int) -> list[dict]:
@@ -308,6 +317,60 @@ def stage_samples(texts: pl.LazyFrame, stages: list[dict]) -> list[dict]:
                            "rows": rows(df, k, cols_of.get(key, []), N_SAMPLES)}
         out.append({"kept": kept, "rejected": rejected})
     return out
+
+
+def _status(stage, reason) -> str:
+    return "curated" if stage is None else f"rejected at {stage}: {reason}"
+
+
+def dedup_clusters(folder: RunFolder, stage: str, columns, n: int = N_CLUSTERS, members: int = N_MEMBERS) -> dict:
+    """The duplicate clusters of a dedup stage (one whose outputs include `duplicate_of`), from the
+    run's outputs. A cluster is a kept document and the rows this stage removed as its duplicates
+    (`reject_stage` = the stage, `duplicate_of` = the kept id: the id as the input spelled it); its
+    size counts both. Returns the cluster-size histogram (size -> clusters, every cluster) and the `n`
+    largest clusters (size descending, then kept id), each with the kept document (id, snippet, status:
+    `curated` or the stage that rejected it later) and up to `members` removed rows, least similar
+    first (id, similarity to the kept document, snippet), `more` counting the rest. Similarity is the
+    stage's own measure (`SIMILARITY`: MinHash Jaccard, SemDeDup cosine) or 1.0 for exact duplicates.
+
+    Three lazy scans of the outputs, streaming: sizes per kept id (no text; the group-by holds one row
+    per cluster), then the shown members of the `n` largest clusters (no text), then the snippets of
+    only those rows. The driver's memory grows with the number of clusters, never with the text."""
+    sim_col = next((c for c in SIMILARITY if c in columns), None)
+    base = _outputs(folder, sorted({"id", "duplicate_of", "reject_stage", "reject_reason", "text",
+                                    *([sim_col] if sim_col else [])}))
+    base = base.with_columns(pl.col("id").cast(pl.Utf8), pl.col("duplicate_of").cast(pl.Utf8))
+    removed = base.filter((pl.col("reject_stage") == stage) & pl.col("duplicate_of").is_not_null())
+    groups = removed.group_by("duplicate_of").agg(pl.len().alias("removed"))
+    hist, top = pl.collect_all([
+        groups.group_by("removed").agg(pl.len().alias("clusters")).sort("removed"),
+        groups.sort(["removed", "duplicate_of"], descending=[True, False]).head(n)], engine="streaming")
+    kept_ids = top["duplicate_of"].to_list()
+    sim = pl.col(sim_col).cast(pl.Float64) if sim_col else pl.lit(1.0)
+    picked = _collect(removed.filter(pl.col("duplicate_of").is_in(kept_ids))
+                      .select("duplicate_of", "id", sim.alias("similarity"))
+                      .sort(["duplicate_of", "similarity", "id"], nulls_last=True)
+                      .group_by("duplicate_of", maintain_order=True).head(members)) if kept_ids else None
+    want = sorted(set(kept_ids) | (set(picked["id"].to_list()) if picked is not None else set()))
+    rows = {r["id"]: r for r in _collect(base.filter(pl.col("id").is_in(want)).select(
+        "id", "reject_stage", "reject_reason", _snippet(CLUSTER_SNIPPET).alias("snippet"))).iter_rows(named=True)
+        } if want else {}
+    largest = []
+    for kid, k in top.iter_rows():
+        kr = rows.get(kid)
+        mine = picked.filter(pl.col("duplicate_of") == kid)
+        largest.append({
+            "kept": {"id": kid, "snippet": kr["snippet"] if kr else None,
+                     "status": _status(kr["reject_stage"], kr["reject_reason"]) if kr else "not in the outputs",
+                     "reject_stage": kr["reject_stage"] if kr else None},
+            "size": int(k) + 1, "removed": int(k),
+            "members": [{"id": i, "similarity": _num(v), "snippet": rows[i]["snippet"] if i in rows else None}
+                        for _, i, v in mine.iter_rows()],
+            "more": int(k) - mine.height})
+    return {"similarity": "exact" if sim_col is None else SIMILARITY[sim_col], "similarity_column": sim_col,
+            "clusters": int(hist["clusters"].sum()), "rows_removed": int((hist["removed"] * hist["clusters"]).sum()),
+            "size_histogram": {str(int(r) + 1): int(c) for r, c in hist.iter_rows()},
+            "largest": largest, "members_shown": members}
 
 
 def _examples(summary: pl.DataFrame) -> list[str]:
@@ -400,6 +463,8 @@ def build_reports(folder: RunFolder, job, result: dict, wall_s: float) -> dict:
             "nodes": {k[5:]: v for k, v in st.get("extra", {}).items() if k.startswith("node:")},
             "quarantined_rows": st.get("extra", {}).get("quarantined_rows", 0),
         }
+        if "duplicate_of" in p.stage.output_columns():  # a dedup stage: its largest clusters
+            rep["clusters"] = dedup_clusters(folder, p.name, p.stage.output_columns())
         if p.stage.edits_text:  # every edit counted: rows changed, characters removed, per rule
             rep["edits"] = {key: st.get("extra", {}).get(key, 0)
                             for key in ("rows_edited", "chars_removed", "rows_emptied")}

@@ -1,4 +1,5 @@
-"""Exact deduplication on normalised text (NFKC, case folded, whitespace collapsed).
+"""Exact deduplication on normalised text (NFKC, case folded, whitespace collapsed), or on the exact
+value of another column (`column:`, e.g. `url_normalized` from `url_filter` for URL-level dedup).
 
 `fit` hashes every live document (128 bits: two seeded 64-bit hashes), partitions the hashes across
 the cluster and, in each group of two or more, keeps one document by the keep rule (`lowest_id`,
@@ -11,70 +12,96 @@ from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tamis.scorers.dedup.keep import check_keep, keep_requires, priority
 from tamis.pipeline.text.normalize import normalize_expr
 from tamis.pipeline.stage import GlobalStage, check_fitted
 
 
-def _hash_keys(keep: str):
+def _hash_keys(keep: str, column: str):
     def fn(batch: pa.Table) -> pa.Table:
-        df = pl.from_arrow(batch.select(["id", "text"])).select(
-            pl.col("id"), normalize_expr("text").alias("norm"))
+        value = normalize_expr("text") if column == "text" else pl.col(column).cast(pl.Utf8)
+        df = pl.from_arrow(batch.select(list(dict.fromkeys(["id", column])))).select(
+            pl.col("id"), value.alias("norm"))
         keys = df.select(pl.col("id"), pl.col("norm").hash(seed=1).alias("h1"),
-                         pl.col("norm").hash(seed=2).alias("h2"))
-        return keys.to_arrow().append_column("priority", priority(batch, keep))
+                         pl.col("norm").hash(seed=2).alias("h2"), pl.col("norm").is_null().alias("missing"))
+        keys = keys.to_arrow().append_column("priority", priority(batch, keep))
+        return keys.filter(pc.invert(keys["missing"])).drop_columns(["missing"])  # no value: no group
     return fn
 
 
-_DECISIONS = pa.schema([("id", pa.string()), ("duplicate_of", pa.string()), ("exact_group_size", pa.int64())])
+def _schema(size_col: str) -> pa.Schema:
+    return pa.schema([("id", pa.string()), ("duplicate_of", pa.string()), (size_col, pa.int64())])
 
 
-def _duplicates(keys: pa.Table) -> pa.Table:
-    """Over whole hash groups: the first of each group by (priority, id) is kept, the others point to it."""
-    if keys.num_rows == 0:
-        return _DECISIONS.empty_table()
-    g = ["h1", "h2"]
-    df = pl.from_arrow(keys).sort([*g, "priority", "id"]).with_columns(
-        pl.col("id").first().over(g).alias("duplicate_of"), pl.len().over(g).alias("exact_group_size"),
-        pl.int_range(pl.len()).over(g).alias("_rank"))
-    dups = df.filter(pl.col("_rank") > 0).select(["id", "duplicate_of", "exact_group_size"])
-    return dups.to_arrow().cast(_DECISIONS) if dups.height else _DECISIONS.empty_table()
+def _duplicates(size_col: str):
+    schema = _schema(size_col)
+
+    def fn(keys: pa.Table) -> pa.Table:
+        """Over whole hash groups: the first of each group by (priority, id) is kept, the others point to it."""
+        if keys.num_rows == 0:
+            return schema.empty_table()
+        g = ["h1", "h2"]
+        df = pl.from_arrow(keys).sort([*g, "priority", "id"]).with_columns(
+            pl.col("id").first().over(g).alias("duplicate_of"), pl.len().over(g).alias(size_col),
+            pl.int_range(pl.len()).over(g).alias("_rank"))
+        dups = df.filter(pl.col("_rank") > 0).select(["id", "duplicate_of", size_col])
+        return dups.to_arrow().cast(schema) if dups.height else schema.empty_table()
+    return fn
 
 
 class ExactDedup(GlobalStage):
-    """Keeps one copy of each normalised text; rejects the rest with `duplicate_of`."""
+    """Keeps one copy of each normalised text (or value of `column`); rejects the rest with
+    `duplicate_of`. On another column than `text` the flag and group size are named after it
+    (`<column>_duplicate`, `<column>_group_size`), so a job can dedup by URL and by text."""
 
     name = "exact_dedup"
     requires = ("text",)
     columns = {"duplicate_of": pa.string(), "exact_duplicate": pa.bool_(), "exact_group_size": pa.int64()}
     default_keep = {"exact_duplicate": "not exact_duplicate"}
 
-    def __init__(self, keep: str = "lowest_id"):
+    def __init__(self, keep: str = "lowest_id", column: str = "text"):
         self.keep = keep
+        self.column = column
+
+    def _prefix(self) -> str:
+        return "exact" if self.column == "text" else self.column
+
+    def output_columns(self) -> dict[str, pa.DataType]:
+        p = self._prefix()
+        return {"duplicate_of": pa.string(), f"{p}_duplicate": pa.bool_(), f"{p}_group_size": pa.int64()}
+
+    def default_rules(self) -> dict[str, str]:
+        p = self._prefix()
+        return {f"{p}_duplicate": f"not {p}_duplicate"}
 
     def validate(self) -> None:
         check_keep(self.keep)
+        if not isinstance(self.column, str) or not self.column:
+            raise ValueError(f"column must be a column name (default text), got {self.column!r}")
 
     def required_columns(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(("text", *keep_requires(self.keep))))
+        return tuple(dict.fromkeys((self.column, *keep_requires(self.keep))))
 
     def fit(self, data) -> "ExactDedup":
-        keys = data.map_batches(_hash_keys(self.keep))
-        self.decisions_ = keys.partition_map(["h1", "h2"], _duplicates).to_arrow()
+        size_col = f"{self._prefix()}_group_size"
+        keys = data.map_batches(_hash_keys(self.keep, self.column))
+        self.decisions_ = keys.partition_map(["h1", "h2"], _duplicates(size_col)).to_arrow()
         if self.decisions_.num_rows == 0:
-            self.decisions_ = _DECISIONS.empty_table()
+            self.decisions_ = _schema(size_col).empty_table()
         return self
 
     def transform(self, batch: pa.Table) -> dict[str, pa.Array]:
         check_fitted(self, "decisions_")
-        n = batch.num_rows
+        n, p = batch.num_rows, self._prefix()
         dup = batch["duplicate_of"] if "duplicate_of" in batch.column_names else pa.nulls(n, pa.string())
-        size = batch["exact_group_size"] if "exact_group_size" in batch.column_names else pa.nulls(n, pa.int64())
+        size_col = f"{p}_group_size"
+        size = batch[size_col] if size_col in batch.column_names else pa.nulls(n, pa.int64())
         df = pl.DataFrame({"d": dup, "s": size})
         return {"duplicate_of": df["d"].to_arrow().cast(pa.string()),
-                "exact_duplicate": df.select(pl.col("d").is_not_null())["d"].to_arrow(),
-                "exact_group_size": df.select(pl.col("s").fill_null(1))["s"].to_arrow().cast(pa.int64())}
+                f"{p}_duplicate": df.select(pl.col("d").is_not_null())["d"].to_arrow(),
+                size_col: df.select(pl.col("s").fill_null(1))["s"].to_arrow().cast(pa.int64())}
 
     def report(self) -> dict:
         d = getattr(self, "decisions_", None)

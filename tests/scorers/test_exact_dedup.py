@@ -69,3 +69,25 @@ def test_normalisation_skips_nfkc_only_where_it_changes_nothing(corpus_dir):
     got = df.select(normalize_expr("text"))["text"]
     assert got.equals(df.select(everywhere)["text"])
     assert got.tail(5).to_list() == ["full width", "fine flow", "a b c", "åå", "plain"]
+
+
+def test_dedup_on_another_column_names_its_columns_after_it(copies):
+    """URL-level dedup (`column: url_normalized`): exact values, nulls never grouped, its own flag and
+    group size so that a job can also dedup by text."""
+    urls = [None if i % 10 == 0 else f"https://doc.example/{i % 50}" for i in range(copies.num_rows)]
+    t = copies.append_column("url_normalized", pa.array(urls, pa.string()))
+    stage = ExactDedup(column="url_normalized")
+    stage.validate()
+    assert stage.required_columns() == ("url_normalized",)
+    assert set(stage.output_columns()) == {"duplicate_of", "url_normalized_duplicate", "url_normalized_group_size"}
+    assert stage.default_rules() == {"url_normalized_duplicate": "not url_normalized_duplicate"}
+    d = pl.from_arrow(stage.fit(LocalData(t)).decisions_)
+    expect = pl.from_arrow(t.select(["id", "url_normalized"])).drop_nulls().sort("id").with_columns(
+        pl.col("id").first().over("url_normalized").alias("kept")).filter(pl.col("id") != pl.col("kept"))
+    assert dict(zip(d["id"], d["duplicate_of"])) == dict(zip(expect["id"], expect["kept"]))
+    non_null = [u for u in urls if u is not None]
+    assert d.height == len(non_null) - len(set(non_null)) == 585  # every non-null url beyond its first copy
+    out = stage.transform(t.append_column("duplicate_of", pa.nulls(t.num_rows, pa.string())))
+    assert set(out) == set(stage.output_columns())
+    with pytest.raises(ValueError, match="column must be"):
+        ExactDedup(column="").validate()
