@@ -19,6 +19,7 @@ import math
 W, H = 540, 240
 ML, MR, MT, MB = 58, 40, 34, 44  # histogram margins: room for every tick label in full
 PAGE = 25  # rows per page of long tables
+CLUSTER_PAGE = 10  # duplicate clusters (expandable blocks) per page
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac"]
 KEPT, REJECTED, LINE = "#4e79a7", "#f28e2b", "#c0392b"
@@ -272,6 +273,48 @@ def _samples(s: dict) -> str:
     return "<div class='samples'>" + "".join(parts) + "</div>"
 
 
+def _clusters(s: dict) -> str:
+    """A dedup stage's duplicate clusters (`report.dedup_clusters`): the cluster-size histogram (bars and
+    a table, numbers in full) and the largest clusters as expandable blocks, CLUSTER_PAGE per page."""
+    cl = s.get("clusters")
+    if not cl:
+        return ""
+    stage = s["stage"]
+    measure = {"exact": "identical after normalisation (1.0)", "jaccard": "MinHash Jaccard to the kept document",
+               "cosine": "SemDeDup cosine (highest to an earlier document of its k-means cluster)"}.get(
+                   cl["similarity"], cl["similarity"])
+    parts = [f"<div class='clusters' id='clusters-{_e(stage)}'><h3>Duplicate clusters</h3>"
+             f"<p>{cl['clusters']} clusters, {cl['rows_removed']} rows removed by this stage as duplicates "
+             f"(a cluster: the kept document and the rows removed as its duplicates). Similarity: {_e(measure)}.</p>"]
+    if not cl["clusters"]:
+        return parts[0] + "</div>"
+    hist = sorted(((int(k), v) for k, v in cl["size_histogram"].items()))
+    shown = hist[:30]
+    parts.append(bar_chart([f"{k} documents" for k, _ in shown], [v for _, v in shown],
+                           "clusters by size" + (f" (30 smallest sizes of {len(hist)}; all in the table)"
+                                                 if len(hist) > 30 else "")))
+    parts.append(paged_table([[k, v, k * v] for k, v in hist], ["cluster size (documents)", "clusters", "documents"],
+                             "cluster sizes"))
+    items = []
+    for i, c in enumerate(cl["largest"]):
+        k = c["kept"]
+        rows = "".join(f"<tr><td><code>{_e(m['id'])}</code></td><td class='n'>{_e(fmt(m['similarity']))}</td>"
+                       f"<td class='snip'>{_e(m['snippet'] or '')}</td></tr>" for m in c["members"])
+        more = f"<p class='count'>and {c['more']} more</p>" if c["more"] else ""
+        items.append(f"<details class='item cluster'{' open' if i == 0 else ''}><summary>{i + 1}. {c['size']} documents · "
+                     f"kept <code>{_e(k['id'])}</code> ({_e(k['status'])})</summary>"
+                     f"<div class='snip'>{_e(k['snippet'] or '')}</div>"
+                     f"<table><tr><th>removed id</th><th>similarity</th><th>snippet</th></tr>{rows}</table>{more}</details>")
+    title = f"<h4>the {len(items)} largest clusters</h4>"
+    if len(items) <= CLUSTER_PAGE:
+        parts.append(title + "".join(items))
+    else:
+        parts.append(f"{title}<div class='paged-list' data-page='{CLUSTER_PAGE}'><div class='items'>{''.join(items)}</div>"
+                     f"<p class='pager'><button type='button' class='prev'>previous</button> <span class='pos'></span> "
+                     f"<button type='button' class='next'>next</button></p></div>")
+    return "".join(parts) + "</div>"
+
+
 def _what_if_panel(data: dict, initial: list[str] = ()) -> str:
     rows = []
     for st in data["sliders"]:
@@ -334,6 +377,14 @@ document.querySelectorAll('.paged').forEach(function(div){
     div.querySelector('.pos').textContent = 'page ' + (p + 1) + ' of ' + pages + ' (' + (rows.length - 1) + ' rows)'; }
   div.querySelector('.prev').onclick = function(){ if (p > 0) { p--; show(); } };
   div.querySelector('.next').onclick = function(){ if (p < pages - 1) { p++; show(); } };
+  show();
+});
+document.querySelectorAll('.paged-list').forEach(function(div){
+  var n = +div.dataset.page, items = div.querySelector('.items').children, pages = Math.ceil(items.length / n), p = 0;
+  function show(){ for (var i = 0; i < items.length; i++) items[i].style.display = (Math.floor(i / n) === p) ? '' : 'none';
+    div.querySelector('.pager .pos').textContent = 'page ' + (p + 1) + ' of ' + pages + ' (' + items.length + ' clusters)'; }
+  div.querySelector('.pager .prev').onclick = function(){ if (p > 0) { p--; show(); } };
+  div.querySelector('.pager .next').onclick = function(){ if (p < pages - 1) { p++; show(); } };
   show();
 });
 var el = document.getElementById('whatif-data');
@@ -439,7 +490,9 @@ vertical-align:top;max-width:100%;width:540px;font-size:12px}.hname{font-weight:
 .ok{color:#2a7}.bad{color:#c22}.snip{color:#444;font-size:12px;margin:2px 0 6px 0;white-space:normal;
 overflow-wrap:anywhere}.examples{padding-left:18px}h4.reason{overflow-wrap:anywhere;margin-bottom:2px}
 .wi-grid{display:flex;flex-wrap:wrap;gap:16px}#what-if .sliders td{text-align:left}.sliders input[type=range]{width:140px}
-.sliders input[type=number]{width:90px}.scroll{overflow-x:auto}.wi-out{position:sticky;top:0;align-self:flex-start;background:#fff}th.wi-stage{text-align:left;background:#e4ecf5}.count{margin:4px 0;color:#555}.prov{display:flex;flex-wrap:wrap;gap:24px}"""
+.sliders input[type=number]{width:90px}.scroll{overflow-x:auto}.wi-out{position:sticky;top:0;align-self:flex-start;background:#fff}th.wi-stage{text-align:left;background:#e4ecf5}.count{margin:4px 0;color:#555}.prov{display:flex;flex-wrap:wrap;gap:24px}
+details.cluster{margin:4px 0;border:1px solid #ddd;padding:4px 8px}details.cluster summary{cursor:pointer;overflow-wrap:anywhere}
+.clusters td.snip{max-width:60ch}"""
 
 
 def render_html(summary: dict, stages: list[dict], what_if: dict | None = None, initial: list[str] = ()) -> str:
@@ -483,6 +536,7 @@ def render_html(summary: dict, stages: list[dict], what_if: dict | None = None, 
                                    "rejections by reason" + (f" (30 commonest of {len(reasons)})" if len(reasons) > 30 else "")))
         parts.extend(histogram(col, st, s["stage"]) for col, st in s["scores"].items())
         parts.append(_samples(s))
+        parts.append(_clusters(s))
         parts.append(_extra(s.get("extra", {})))
         parts.append("</section>")
     parts.append(f"<script>{JS}</script></body></html>")
