@@ -303,7 +303,7 @@ def _clusters(s: dict) -> str:
         more = f"<p class='count'>and {c['more']} more</p>" if c["more"] else ""
         items.append(f"<details class='item cluster'{' open' if i == 0 else ''}><summary>{i + 1}. {c['size']} documents · "
                      f"kept <code>{_e(k['id'])}</code> ({_e(k['status'])})</summary>"
-                     f"<div class='snip'>{_e(k['snippet'] or '')}</div>"
+                     f"<div class='snip'><b>kept:</b> {_e(k['snippet'] or '')}</div>"
                      f"<table><tr><th>removed id</th><th>similarity</th><th>snippet</th></tr>{rows}</table>{more}</details>")
     title = f"<h4>the {len(items)} largest clusters</h4>"
     if len(items) <= CLUSTER_PAGE:

@@ -11,12 +11,13 @@ import polars as pl
 import pytest
 
 from tamis.pipeline.html_report import render_html
-from tamis.pipeline.report import N_CLUSTERS, N_MEMBERS, load_reports
+from tamis.pipeline.report import N_CLUSTERS, N_MEMBERS, dedup_clusters, load_reports
+from tamis.pipeline.run_folder import RunFolder
 from tamis.pipeline.runner.job import run_job
 from tamis.pipeline.spec import load_job
 
 REPO = Path(__file__).resolve().parents[2]
-NEAR = [2, 3, 4, 5, 13]  # planted near-duplicate clusters (documents each, the original included)
+NEAR = [2, 3, 4, 5, 13] + [2] * 8  # planted near-duplicate clusters (documents each, the original included)
 EXACT = [3, 2]           # planted exact-copy groups
 BANNED = "n1-00"         # the kept document of a near cluster, rejected by a later stage
 HOSTILE = "<script>alert(1)</script> & "
@@ -115,6 +116,12 @@ def test_clusters_json_agrees_with_the_outputs(planted):
         assert shown == set(ids[1:]) if len(ids) - 1 <= N_MEMBERS else len(shown) == N_MEMBERS and c["more"] == len(ids) - 1 - N_MEMBERS
     big = next(c for c in reps["minhash_dedup"]["clusters"]["largest"] if c["kept"]["id"] == f"n{NEAR.index(13)}-00")
     assert big["more"] == 12 - N_MEMBERS
+    small = dedup_clusters(RunFolder(run), "minhash_dedup", ["minhash_jaccard"], n=3, members=2)
+    full = reps["minhash_dedup"]["clusters"]
+    assert small["size_histogram"] == full["size_histogram"] and len(small["largest"]) == 3
+    for a, b in zip(small["largest"], full["largest"]):  # the same clusters, fewer members shown
+        assert a["kept"] == b["kept"] and a["size"] == b["size"] and a["members"] == b["members"][:2]
+        assert a["more"] == a["removed"] - 2
     banned = next(c for c in reps["minhash_dedup"]["clusters"]["largest"] if c["kept"]["id"] == BANNED)
     assert banned["kept"]["status"] == "rejected at licences: licence_not_allowed:Banned"
 
@@ -148,8 +155,35 @@ def test_clusters_html_in_chromium(planted, tmp_path):
             if st == stage:
                 shown = ids if len(ids) - 1 <= N_MEMBERS else ids[:1]
                 assert all(f"<code>{i}</code>" in sec for i in shown), (stage, ids)
-        assert sec.count("<details") == len(cl["largest"])
+        assert sec.count("<details class=\"item cluster\"") == len(cl["largest"])
     mh = d[d.find('id="clusters-minhash_dedup"'):]
-    if len(next(s for s in stages if s["stage"] == "minhash_dedup")["clusters"]["largest"]) > 10:
-        assert "page 1 of" in mh
+    assert "page 1 of 2 (13 clusters)" in mh and mh.count('style="display: none;"') >= 3  # paged: 10 shown
     assert f"and {12 - N_MEMBERS} more" in mh and "rejected at licences: licence_not_allowed:Banned" in mh
+
+
+def test_semantic_clusters_use_the_cosine_and_only_the_stages_own_removals(tmp_path):
+    """No Ray: a hand-written outputs folder. Cosine similarity; a row whose `duplicate_of` an earlier
+    stage set but another stage rejected is not this stage's; a kept id absent from the outputs is said so."""
+    (tmp_path / "curated").mkdir()
+    (tmp_path / "rejected").mkdir()
+    pl.DataFrame({"id": ["a", "z"], "text": ["kept  <a>\ndoc", "other"], "duplicate_of": [None, None],
+                  "semdedup_cosine": [-1.0, -1.0], "reject_stage": [None, None], "reject_reason": [None, None]},
+                 schema_overrides={"duplicate_of": pl.Utf8, "reject_stage": pl.Utf8, "reject_reason": pl.Utf8}
+                 ).write_parquet(tmp_path / "curated" / "0.parquet")
+    pl.DataFrame({"id": ["b", "c", "d", "e", "f"], "text": ["b text", "c text", "d text", "e text", "f text"],
+                  "duplicate_of": ["a", "a", "a", "gone", "a"], "semdedup_cosine": [0.99, 0.97, 0.98, 0.96, 0.5],
+                  "reject_stage": ["semantic_dedup"] * 4 + ["quality"],
+                  "reject_reason": ["semantic_duplicate"] * 4 + ["short"]}).write_parquet(tmp_path / "rejected" / "0.parquet")
+    cl = dedup_clusters(RunFolder(tmp_path), "semantic_dedup", {"duplicate_of": 0, "semdedup_cosine": 0}, members=2)
+    assert (cl["similarity"], cl["similarity_column"], cl["clusters"], cl["rows_removed"]) == ("cosine", "semdedup_cosine", 2, 4)
+    assert cl["size_histogram"] == {"2": 1, "4": 1}
+    a, gone = cl["largest"]
+    assert a["kept"] == {"id": "a", "snippet": "kept <a> doc", "status": "curated", "reject_stage": None}
+    assert [(m["id"], m["similarity"], m["snippet"]) for m in a["members"]] == [("c", 0.97, "c text"), ("d", 0.98, "d text")]
+    assert (a["size"], a["removed"], a["more"]) == (4, 3, 1)
+    assert gone["kept"]["status"] == "not in the outputs" and gone["members"][0]["id"] == "e"
+    assert "&lt;a&gt;" in render_html({"job": "j", "run_dir": "r", "wall_s": 0, "conservation": {
+        "holds": True, "equation": ""}, "provenance": {}}, [{
+        "stage": "semantic_dedup", "index": 0, "class": "c", "rows_in": 7, "rows_out": 2, "rows_rejected": 5,
+        "wall_s": 0, "cpu_s": 0, "keep": {}, "rejections": {}, "scores": {}, "samples": None,
+        "examples": {"kept": []}, "clusters": cl, "extra": {}, "kind": "global"}])
