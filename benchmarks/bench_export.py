@@ -36,6 +36,7 @@ OUT = REPO / "benchmarks" / "_out"
 DOCS_PER_SHARD = 3000
 
 DATATROVE = """
+import sys
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.readers import ParquetReader
 from datatrove.pipeline.tokens.tokenizer import DocumentTokenizer
