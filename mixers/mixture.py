@@ -12,8 +12,6 @@ their weights (`on_cap: redistribute`) or shrinks the whole budget so the propor
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -22,60 +20,8 @@ import pyarrow as pa
 
 from tamis.mixers.proxy_models import count_tokens
 from tamis.mixers.proxy_runs import unit_hash
+from tamis.pipeline.mixture_weights import ON_CAP, allocate, load_mixture
 from tamis.pipeline.stage import GlobalStage, Resources
-
-ON_CAP = ("redistribute", "shrink")
-
-
-def load_mixture(mixture) -> dict[str, float]:
-    """A `{domain: weight}` dict from a dict or a JSON file (plain, or `mix fit --json` output)."""
-    if isinstance(mixture, (str, Path)):
-        path = Path(mixture)
-        try:
-            mixture = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"mixture: file {path} not found") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"mixture: {path} is not JSON ({e})") from None
-    if isinstance(mixture, Mapping) and isinstance(mixture.get("mixture"), Mapping):
-        mixture = mixture["mixture"]
-    if not isinstance(mixture, Mapping) or not mixture:
-        raise ValueError("mixture must be a non-empty {domain: weight} mapping or a JSON file of one")
-    out = {}
-    for d, w in mixture.items():
-        if not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
-            raise ValueError(f"mixture: weight of {d!r} must be a finite number >= 0, got {w!r}")
-        out[str(d)] = float(w)
-    if sum(out.values()) <= 0:
-        raise ValueError("mixture: weights sum to 0")
-    return out
-
-
-def allocate(weights: Mapping[str, float], available: Mapping[str, float], budget: float,
-             max_epochs: float, on_cap: str = "redistribute") -> dict[str, float]:
-    """Target tokens per domain: `weight * budget`, each capped at `max_epochs * available`."""
-    domains = [d for d in weights if available.get(d, 0) > 0 and weights[d] > 0]
-    if not domains:
-        return {}
-    w = np.array([weights[d] for d in domains], float)
-    w /= w.sum()
-    cap = np.array([available[d] for d in domains], float) * max_epochs
-    if on_cap == "shrink":
-        scale = min(budget, float(np.min(cap / w)))
-        return dict(zip(domains, (w * scale).tolist()))
-    target = w * budget
-    free = np.ones(len(domains), bool)
-    for _ in range(len(domains)):
-        over = target > cap
-        if not over.any():
-            break
-        excess = float((target[over] - cap[over]).sum())
-        target[over] = cap[over]
-        free &= ~over
-        if not free.any():
-            break
-        target[free] += excess * w[free] / w[free].sum()
-    return dict(zip(domains, np.minimum(target, cap).tolist()))
 
 
 N_BINS = 4096   # hash bins per domain for the threshold search (a power of 2: bin edges are exact)

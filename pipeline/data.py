@@ -31,6 +31,11 @@ class Data(Protocol):
     def count(self) -> int: ...
     def from_arrow(self, table: pa.Table) -> "Data":
         """A `Data` of the same kind holding `table` (for results a stage builds itself)."""
+    def union(self, other: "Data") -> "Data":
+        """The rows of both (same column names and types), for joins done as a `partition_map`."""
+    def materialize(self) -> "Data":
+        """Computed once and kept (in the object store on Ray): iterative algorithms call it
+        each round so a round does not re-run the whole lineage."""
     def map_tasks(self, fn: Callable, items: list, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
                   desc: str | None = None) -> list:
         """`[fn(item) for item in items]`, as parallel tasks where the data lives (Ray tasks on a
@@ -87,6 +92,12 @@ class LocalData:
 
     def from_arrow(self, table: pa.Table) -> "LocalData":
         return LocalData(table, self.tasks)
+
+    def union(self, other: "LocalData") -> "LocalData":
+        return LocalData(pa.concat_tables([self.table, other.to_arrow()], promote_options="permissive"), self.tasks)
+
+    def materialize(self) -> "LocalData":
+        return self
 
     def map_tasks(self, fn: Callable, items: list, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
                   desc: str | None = None) -> list:

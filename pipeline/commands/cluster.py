@@ -26,13 +26,29 @@ def _address(args) -> str:
 
 
 def _client(args):
+    from tamis.pipeline.runner.session import use_cluster_token
+    use_cluster_token()  # a token at hand is sent (RAY_AUTH_MODE=token), as `ray start --head` uses it
     from ray.job_submission import JobSubmissionClient
     return JobSubmissionClient(_address(args))
+
+
+MISSING_MODULE_HINT = ("a node of the cluster lacks tamis's packages (ModuleNotFoundError): start every node with "
+                       "the Ray of the environment tamis is installed in (`.venv/bin/ray start ...`, "
+                       "docs/scaling.md), or pass --pip for what is missing")
+
+
+def _missing_module(text: str | None) -> bool:
+    return bool(text) and ("ModuleNotFoundError" in text or "No module named" in text)
 
 
 def _unreachable_errors() -> tuple:
     import requests
     return (ConnectionError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+
+
+def _auth_errors() -> tuple:
+    from ray.exceptions import AuthenticationError
+    return (AuthenticationError,)
 
 
 def _on_cluster(fn):
@@ -43,6 +59,10 @@ def _on_cluster(fn):
     def wrapped(args, *rest, **kw):
         try:
             return fn(args, *rest, **kw)
+        except _auth_errors() as e:
+            from tamis.pipeline.runner.session import auth_refused
+            print(f"tamis: error: {auth_refused(_address(args), e)}", file=sys.stderr)
+            return 2
         except _unreachable_errors() as e:
             print(f"tamis: error: cannot reach the Ray cluster at {_address(args)} ({type(e).__name__}); check "
                   f"--address or RAY_ADDRESS (the dashboard address, e.g. {DEFAULT_ADDRESS}) and that the "
@@ -303,6 +323,8 @@ def status(args) -> int:
     """Exit 0 while the job runs or when it succeeded, 1 when it FAILED or was STOPPED."""
     info = _client(args).get_job_info(args.job_id)
     print(f"{args.job_id}: {_state(info.status)}" + (f" ({info.message})" if info.message else ""))
+    if _state(info.status) == "FAILED" and _missing_module(info.message):
+        print(f"tamis: error: {MISSING_MODULE_HINT}", file=sys.stderr)
     return 1 if _state(info.status) in ("FAILED", "STOPPED") else 0
 
 
@@ -315,7 +337,12 @@ def logs(args, follow: bool | None = None) -> int:
             async for chunk in client.tail_job_logs(args.job_id):
                 print(chunk, end="", flush=True)
         asyncio.run(tail())
-        return 0 if _state(client.get_job_status(args.job_id)) == "SUCCEEDED" else 1
+        if _state(client.get_job_status(args.job_id)) == "SUCCEEDED":
+            return 0
+        info = client.get_job_info(args.job_id)
+        if _missing_module(info.message) or _missing_module(client.get_job_logs(args.job_id)[-20000:]):
+            print(f"tamis: error: {MISSING_MODULE_HINT}", file=sys.stderr)
+        return 1
     print(client.get_job_logs(args.job_id), end="")
     return 0
 

@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     """Exit 0 only when the output is right; 1 when a stage failed as a whole, 2 on a configuration
     error, 3 when the output is incomplete or does not add up (see docs/guarantees.md)."""
+    from tamis.pipeline.commands.cluster import MISSING_MODULE_HINT, _missing_module
     from tamis.pipeline.report import format_table, load_reports
     from tamis.pipeline.runner.job import RunFailed, progress_mode, run_job
     from tamis.pipeline.runner.stderr_filter import drop_harmless_ray_lines
@@ -42,7 +43,14 @@ def run(args) -> int:
             print(format_table(*load_reports(job.output)))
         print(f"tamis: run failed: {e}\n  the run folder {job.output} is kept as it is; it is not marked "
               f"complete", file=sys.stderr)
+        if _missing_module(str(e)):
+            print(f"tamis: error: {MISSING_MODULE_HINT}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:  # a Ray task error from a node that cannot import tamis's packages
+        if not _missing_module(f"{type(e).__name__}: {e}"):
+            raise
+        print(f"tamis: error: {MISSING_MODULE_HINT} ({str(e).strip().splitlines()[-1][:200]})", file=sys.stderr)
+        return 1
     _, stages = load_reports(job.output)
     print(format_table(summary, stages))
     quarantine = job.output / "quarantine"

@@ -10,66 +10,22 @@ tokens come closest to its target (so the achieved weights match to about 1/4096
 """
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from tamis.pipeline.mixture_weights import allocate, load_mixture
+
 N_BINS = 4096
-MAX_EPOCHS = 15.0
 MIX_SALT = 0x6D6978  # "mix": the draw deciding the extra copy, independent of the order keys
 
 
 def load_weights(path: str | Path) -> dict[str, float]:
-    """`{domain: weight}` (normalised) from a JSON file: `{domain: w}` or an object with a `mixture`
-    key holding one (the output of `tamis mix fit --out`)."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"--mixture {path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--mixture {path}: not JSON ({e})") from None
-    if isinstance(raw, dict) and isinstance(raw.get("mixture"), dict):
-        raw = raw["mixture"]
-    if not isinstance(raw, dict) or not raw:
-        raise ValueError(f"--mixture {path}: expected a {{domain: weight}} object (or one under 'mixture')")
-    out = {}
-    for d, w in raw.items():
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise ValueError(f"--mixture {path}: weight of {d!r} must be a number >= 0, got {w!r}")
-        out[str(d)] = float(w)
-    total = sum(out.values())
-    if total <= 0:
-        raise ValueError(f"--mixture {path}: the weights sum to 0")
-    return {d: w / total for d, w in out.items()}
-
-
-def allocate(weights: Mapping[str, float], available: Mapping[str, int], budget: float,
-             max_epochs: float) -> dict[str, float]:
-    """Target tokens per domain: `weight * budget`, capped at `max_epochs * available`, the excess
-    of capped domains spread over the others by weight (until every domain is capped)."""
-    doms = [d for d, w in weights.items() if w > 0 and available.get(d, 0) > 0]
-    if not doms:
-        return {}
-    w = np.array([weights[d] for d in doms])
-    w /= w.sum()
-    cap = np.array([available[d] for d in doms], float) * max_epochs
-    target = w * budget
-    free = np.ones(len(doms), bool)
-    for _ in doms:
-        over = target > cap
-        if not over.any():
-            break
-        excess = float((target[over] - cap[over]).sum())
-        target[over] = cap[over]
-        free &= ~over
-        if not free.any():
-            break
-        target[free] += excess * w[free] / w[free].sum()
-    return dict(zip(doms, np.minimum(target, cap).tolist()))
+    """`{domain: weight}`, normalised to sum 1, from a `--mixture` JSON file."""
+    raw = load_mixture(path, "--mixture")
+    total = sum(raw.values())
+    return {d: w / total for d, w in raw.items()}
 
 
 def plan(weights: Mapping[str, float], available: Mapping[str, int], hist: Mapping[str, np.ndarray],

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tamis.pipeline.export import formats, mixture, shuffle, tokenize
+from tamis.pipeline.mixture_weights import MAX_EPOCHS
 from tamis.pipeline.readers import (Quarantine, ReadStats, expand_inputs, file_tag, input_fingerprint,
                                     input_units, read_file, run_outputs, split_unit)
 
@@ -100,7 +101,7 @@ class ExportFolder:
 # -- settings ------------------------------------------------------------------------------------
 def make_settings(inputs: list[str], tokenizer_dir: str, fmt: str, shard_tokens: int, seed: int,
                   eos: str | None = None, mixture_file: str | None = None, tokens: float | None = None,
-                  max_epochs: float = mixture.MAX_EPOCHS, domain_column: str = "domain",
+                  max_epochs: float = MAX_EPOCHS, domain_column: str = "domain",
                   license_column: str = "license", text_column: str = "text", id_column: str = "id",
                   batch_rows: int = 2000) -> dict:
     """Everything that decides an export's output, checked before any work (ExportError / TokenizerError)."""

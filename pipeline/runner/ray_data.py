@@ -85,6 +85,12 @@ class RayData:
     def from_arrow(self, table: pa.Table) -> "RayData":
         return RayData(ray.data.from_arrow(table))
 
+    def union(self, other: "RayData") -> "RayData":
+        return RayData(self.ds.union(other.ds))
+
+    def materialize(self) -> "RayData":
+        return RayData(self.ds.materialize(), self.rows)
+
 
 def over_files(files: list[str], read, tasks: int):
     """A dataset of `tasks` read tasks, each calling generator `read` on its share of `files` (a

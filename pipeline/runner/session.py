@@ -10,7 +10,10 @@ from typing import Any, Callable
 
 import ray
 from ray import cloudpickle
+from ray._raylet import Config as _RayConfig
 from tqdm import tqdm
+
+from tamis.pipeline.spec import SpecError
 
 # A killed worker process loses nothing: Ray Data retries a lost read/score/write task and restarts a
 # lost actor by itself (its defaults: `max_retries=-1`, `max_restarts=-1`); tamis passes no retry
@@ -25,6 +28,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    check_address(address)
+    if address:
+        use_cluster_token()
     quiet_ray(local=not address)
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
     # One library thread per worker (polars, BLAS, OpenMP, torch): Ray already runs one task per CPU,
@@ -35,7 +41,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     if address:
         if threads:
             kwargs["runtime_env"] = {"env_vars": threads}
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except ray.exceptions.AuthenticationError as e:
+            raise SpecError(auth_refused(address, e)) from None
     else:
         # "local": always a fresh embedded Ray, even where a `ray start` cluster runs on this machine.
         # Its workers inherit the thread variables from the raylet, which inherits them from this
@@ -59,6 +68,54 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # ...and Ray Data would say so on every run ("Progress bars disabled"): its progress module only
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+AUTH_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def token_file() -> Path:
+    """Where Ray 2.60 looks for the cluster's token when no variable names one."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+def use_cluster_token() -> bool:
+    """Turn on Ray's token authentication for this client when a token is at hand.
+
+    `ray start --head` turns token authentication on by itself when `~/.ray/auth_token` exists (an
+    embedded `tamis run` writes one), but a client only sends the token when `RAY_AUTH_MODE=token`:
+    without it a token cluster refuses `tamis submit` / `tamis run --address`. So, as `ray start`
+    does, a token in `RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token` turns the mode on
+    here unless `RAY_AUTH_MODE` is set (a cluster without authentication ignores the token).
+    Returns whether the mode is token."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode.lower() == "token"
+    if not (any(os.environ.get(k) for k in AUTH_ENV) or token_file().is_file()):
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    _RayConfig.initialize("")  # Ray read the mode when imported: read it again, as Ray itself does
+    return True
+
+
+def auth_refused(address: str, error: Exception) -> str:
+    """One line for a cluster that refused this client's token (or its lack of one)."""
+    wrong = "invalid" in str(error).lower() or "forbidden" in str(error).lower()
+    have = next((k for k in AUTH_ENV if os.environ.get(k)), None) or (
+        str(token_file()) if token_file().is_file() else None)
+    why = f"it refused the token from {have}" if wrong and have else "it requires a token and none was sent"
+    return (f"the Ray cluster at {address} uses token authentication and {why}: set RAY_AUTH_TOKEN to the "
+            f"head's token (`ray get-auth-token` on the head prints it; or copy the head's ~/.ray/auth_token, "
+            f"or set RAY_AUTH_TOKEN_PATH), with RAY_AUTH_MODE=token or unset (docs/scaling.md)")
+
+
+def check_address(address: str | None) -> None:
+    """Refuse a Ray Client address (`ray://`) at once: Ray Data does not run through Ray Client
+    (`'Worker' object has no attribute 'core_worker'` half-way into the run)."""
+    if address and address.startswith("ray://"):
+        host = address[len("ray://"):].split(":")[0] or "HEAD"
+        raise SpecError(f"Ray Client addresses ({address}) do not work with Ray Data: submit the job with "
+                        f"`tamis submit JOB.yaml --address http://{host}:8265`, or run `tamis run JOB.yaml "
+                        f"--address auto` on a node of the cluster (docs/scaling.md)")
 
 
 def quiet_ray(local: bool) -> None:

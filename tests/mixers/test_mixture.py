@@ -101,7 +101,7 @@ def test_mixture_files_and_validation(tmp_path):
     plain.write_text(json.dumps({"a": 1, "b": 3}))
     assert load_mixture(str(fit_json)) == {"a": 0.25, "b": 0.75}
     assert load_mixture(plain) == {"a": 1.0, "b": 3.0}
-    for bad, msg in (({"a": -1}, "weight of 'a'"), ({}, "non-empty"), (str(tmp_path / "no.json"), "not found")):
+    for bad, msg in (({"a": -1}, "weight of 'a'"), ({}, "non-empty"), (str(tmp_path / "no.json"), "no such file")):
         with pytest.raises(ValueError, match=msg):
             load_mixture(bad)
     for kw, name in (({"tokens": 0}, "tokens"), ({"max_epochs": 0}, "max_epochs"), ({"on_cap": "x"}, "on_cap")):

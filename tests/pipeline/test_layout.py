@@ -12,7 +12,7 @@ PACKAGES = ("pipeline", "scorers", "mixers")
 FAMILIES = ("tamis.scorers", "tamis.mixers")
 # what a stage family may import from the engine: the contract and the shared helpers
 CONTRACT = ("tamis.pipeline.stage", "tamis.pipeline.data", "tamis.pipeline.rules", "tamis.pipeline.readers",
-            "tamis.pipeline.text", "tamis.pipeline.vectors")
+            "tamis.pipeline.text", "tamis.pipeline.vectors", "tamis.pipeline.mixture_weights")
 
 
 def _modules() -> dict[str, Path]:
