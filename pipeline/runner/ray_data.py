@@ -85,8 +85,9 @@ class RayData:
     def from_arrow(self, table: pa.Table) -> "RayData":
         return RayData(ray.data.from_arrow(table))
 
-    def union(self, other: "RayData") -> "RayData":
-        return RayData(self.ds.union(other.ds))
+    def union(self, other) -> "RayData":
+        ds = other.ds if isinstance(other, RayData) else ray.data.from_arrow(other.to_arrow())
+        return RayData(self.ds.union(ds))
 
     def materialize(self) -> "RayData":
         return RayData(self.ds.materialize(), self.rows)

@@ -43,8 +43,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
             kwargs["runtime_env"] = {"env_vars": threads}
         try:
             ray.init(address=address, **kwargs)
-        except ray.exceptions.AuthenticationError as e:
-            raise SpecError(auth_refused(address, e)) from None
+        except (ray.exceptions.AuthenticationError, ConnectionError, RuntimeError) as e:
+            refused = _auth_error(e)  # Ray retries the GCS for ~20 s, then says ConnectionError
+            if refused is None:
+                raise
+            raise SpecError(auth_refused(address, refused)) from None
     else:
         # "local": always a fresh embedded Ray, even where a `ray start` cluster runs on this machine.
         # Its workers inherit the thread variables from the raylet, which inherits them from this
@@ -106,6 +109,16 @@ def auth_refused(address: str, error: Exception) -> str:
     return (f"the Ray cluster at {address} uses token authentication and {why}: set RAY_AUTH_TOKEN to the "
             f"head's token (`ray get-auth-token` on the head prints it; or copy the head's ~/.ray/auth_token, "
             f"or set RAY_AUTH_TOKEN_PATH), with RAY_AUTH_MODE=token or unset (docs/scaling.md)")
+
+
+def _auth_error(error: BaseException | None) -> BaseException | None:
+    """The AuthenticationError in `error`'s chain of causes, if any."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, ray.exceptions.AuthenticationError) or "InvalidAuthToken" in str(error):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
 
 
 def check_address(address: str | None) -> None:

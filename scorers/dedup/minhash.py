@@ -22,7 +22,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tamis.scorers.dedup.components import keep_per_component
+from tamis.pipeline.data import LocalData
+from tamis.scorers.dedup import components as cc
+from tamis.scorers.dedup.components import keep_per_component, keep_per_component_data
 from tamis.scorers.dedup.keep import check_keep, keep_requires, priority
 from tamis.scorers.dedup.lsh import (band_hashes, collision_probability, doc_shingles, optimal_params,
                               permutations, ranges, signatures, unique_per_doc)
@@ -41,6 +43,11 @@ _EDGE_SCHEMA = pa.schema([("hub", pa.string()), ("member", pa.string()),
 _PAYLOAD_SCHEMA = pa.schema([("part", pa.int64()), ("g", pa.int64()), ("role", pa.int8()),
                              ("id", pa.string()), ("payload", pa.large_list(pa.uint64()))])
 _SCORE_SCHEMA = pa.schema([("hub", pa.string()), ("member", pa.string()), ("jaccard", pa.float64())])
+_PLAN_SCHEMA = pa.schema([("id", pa.string()), ("hub", pa.string()), ("block", pa.int64()), ("role", pa.int8()),
+                          ("hub_priority", pa.float64()), ("member_priority", pa.float64()),
+                          ("payload", pa.large_list(pa.uint64()))])
+_PAIR_SCHEMA = pa.schema([("hub", pa.string()), ("member", pa.string()), ("hub_priority", pa.float64()),
+                          ("member_priority", pa.float64()), ("jaccard", pa.float64())])
 _DECISION_SCHEMA = pa.schema([("id", pa.string()), ("minhash_kept_id", pa.string()),
                               ("minhash_jaccard", pa.float64()), ("minhash_cluster_size", pa.int64())])
 
@@ -183,6 +190,98 @@ def _score_pairs(verify: bool):
     return fn
 
 
+# --- distributed verification: candidate pairs never leave `Data` ---
+
+def _unique_edges(t: pa.Table) -> pa.Table:
+    """partition_map by (hub, member): one row per candidate pair."""
+    if t.num_rows == 0 or "hub" not in t.column_names:
+        return _EDGE_SCHEMA.empty_table()
+    return pl.from_arrow(t.select(_EDGE_SCHEMA.names)).unique(["hub", "member"]).to_arrow().cast(_EDGE_SCHEMA)
+
+
+def _plan_rows(t: pa.Table) -> pa.Table:
+    """partition_map by hub: `_pair_plan` per hub; a verification group is (hub, block of
+    PAIR_BLOCK members), with one hub row (role 0) and its member rows (role 1)."""
+    if t.num_rows == 0 or "hub" not in t.column_names:
+        return _PLAN_SCHEMA.empty_table()
+    e = pl.from_arrow(t.select(_EDGE_SCHEMA.names)).unique(["hub", "member"]).sort(["hub", "member"]).with_columns(
+        (pl.int_range(pl.len()).over("hub") // PAIR_BLOCK).cast(pl.Int64).alias("block"))
+    members = e.select(pl.col("member").alias("id"), "hub", "block", pl.lit(1, pl.Int8).alias("role"),
+                       "hub_priority", "member_priority")
+    hubs = e.unique(["hub", "block"]).select(pl.col("hub").alias("id"), "hub", "block", pl.lit(0, pl.Int8).alias("role"),
+                                             "hub_priority", pl.lit(None, pl.Float64).alias("member_priority"))
+    out = pl.concat([hubs, members]).with_columns(pl.lit(None, pl.List(pl.UInt64)).alias("payload"))
+    return out.to_arrow().cast(_PLAN_SCHEMA)
+
+
+def _id_hashes(t: pa.Table) -> pa.Table:
+    """partition_map by h (or map_batches): distinct 64-bit hashes of plan ids."""
+    if t.num_rows == 0:
+        return pa.table({"h": pa.array([], pa.uint64())})
+    col = t["h"] if "h" in t.column_names else None
+    if col is None:
+        col = pl.Series(pc.cast(t["id"], pa.string())).hash(seed=_ID_SEED).to_arrow()
+    return pa.table({"h": pc.unique(pc.cast(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col,
+                                            pa.uint64()))})
+
+
+def _doc_payloads(hashes: np.ndarray, ngram: int, verify: bool, num_perm: int, seed: int):
+    """map_batches fn: for documents whose id hash is in `hashes` (the candidate documents; a hash
+    collision only adds a row no plan row asks for), one row (id, role -1, payload)."""
+    a, b = permutations(num_perm, seed)
+
+    def fn(batch: pa.Table) -> pa.Table:
+        ids = pc.cast(batch["id"], pa.string())
+        bk = pl.Series(ids).hash(seed=_ID_SEED).to_numpy()
+        pos = np.minimum(np.searchsorted(hashes, bk), max(len(hashes) - 1, 0))
+        sel = np.flatnonzero(hashes[pos] == bk) if len(hashes) else np.zeros(0, np.int64)
+        if sel.shape[0] == 0:
+            return _PLAN_SCHEMA.empty_table()
+        sh, counts = doc_shingles(batch["text"].take(pa.array(sel)), ngram)
+        if verify:
+            values, counts = unique_per_doc(sh, counts)
+        else:
+            values = signatures(sh, counts, a, b).ravel()
+            counts = np.full(sel.shape[0], num_perm, np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        payload = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint64()))
+        k = sel.shape[0]
+        return pa.table({"id": ids.take(pa.array(sel)), "hub": pa.nulls(k, pa.string()), "block": pa.nulls(k, pa.int64()),
+                         "role": pa.array(np.full(k, -1, np.int8)), "hub_priority": pa.nulls(k, pa.float64()),
+                         "member_priority": pa.nulls(k, pa.float64()), "payload": payload}, schema=_PLAN_SCHEMA)
+    return _by_slices(fn)
+
+
+def _attach_payload(t: pa.Table) -> pa.Table:
+    """partition_map by id: each plan row of a document gets the document's payload."""
+    if t.num_rows == 0:
+        return _PLAN_SCHEMA.empty_table()
+    df = pl.from_arrow(t)
+    docs = df.filter(pl.col("role") == -1).select("id", pl.col("payload").alias("pl")).unique("id", keep="first")
+    plan = df.filter(pl.col("role") >= 0).join(docs, on="id", how="inner")
+    return plan.select(*[c for c in _PLAN_SCHEMA.names if c != "payload"], pl.col("pl").alias("payload")) \
+        .to_arrow().cast(_PLAN_SCHEMA)
+
+
+def _score_plan(verify: bool, cutoff: float | None):
+    """partition_map by (hub, block): `_score_pairs` per group, then the pair rows with priorities
+    (only pairs with Jaccard >= `cutoff` when verifying)."""
+    score = _score_pairs(verify)
+
+    def fn(t: pa.Table) -> pa.Table:
+        if t.num_rows == 0:
+            return _PAIR_SCHEMA.empty_table()
+        df = pl.from_arrow(t).with_columns(
+            pl.concat_str([pl.col("hub"), pl.col("block").cast(pl.String)], separator="\x00").alias("g"))
+        scored = pl.from_arrow(score(df.select("g", "role", "id", "payload").to_arrow()))
+        pri = df.filter(pl.col("role") == 1).select("hub", pl.col("id").alias("member"), "hub_priority", "member_priority")
+        out = pri.join(scored, on=["hub", "member"], how="inner")
+        if cutoff is not None:
+            out = out.filter(pl.col("jaccard") >= cutoff)
+        return out.select(_PAIR_SCHEMA.names).to_arrow().cast(_PAIR_SCHEMA)
+    return fn
+
+
 class MinHashDedup(GlobalStage):
     """Finds near-duplicate documents (word n-gram Jaccard) and keeps one per cluster."""
 
@@ -242,11 +341,15 @@ class MinHashDedup(GlobalStage):
         self.bands_, self.rows_ = bands, rows
         parts = max(1, math.ceil(data.count() * bands / GROUP_ROWS))
         keys = data.map_batches(_band_rows(self.ngram, bands, rows, self.seed, self.keep, parts))
-        edges = _table(keys.groupby_map(["part"], _bucket_edges).to_arrow(), _EDGE_SCHEMA)
+        found = keys.groupby_map(["part"], _bucket_edges).materialize()
+        if found.count() > cc.LOCAL_EDGES:
+            return self._fit_distributed(data, found, bands * rows)
+        edges = _table(found.to_arrow(), _EDGE_SCHEMA)
         edges = pl.from_arrow(edges).unique(["hub", "member"])
         self.candidate_pairs_ = edges.height
         if edges.height == 0:
             self.pairs_ = pl.from_arrow(_SCORE_SCHEMA.empty_table())
+            self.pairs_kept_ = 0
             self.decisions_ = _DECISION_SCHEMA.empty_table()
             return self
         plan = _pair_plan(edges)
@@ -256,8 +359,29 @@ class MinHashDedup(GlobalStage):
         if self.verify:
             pairs = pairs.filter(pl.col("jaccard") >= self.jaccard_cutoff())
         self.pairs_ = pairs.select("hub", "member", "jaccard")
+        self.pairs_kept_ = pairs.height
         self.decisions_ = keep_per_component(pairs).to_arrow().rename_columns(
             ["id", "minhash_kept_id", "minhash_jaccard", "minhash_cluster_size"]).cast(_DECISION_SCHEMA)
+        return self
+
+    def _fit_distributed(self, data, found, num_perm: int) -> "MinHashDedup":
+        """Above `components.LOCAL_EDGES` candidate rows: pairs, their verification, components and
+        the keep rule stay in `Data`. The driver holds the distinct candidate documents' 64-bit id
+        hashes (8 bytes per candidate document, sent to the map tasks that pick their payloads) and
+        a few summary rows per round; `pairs_` is then a `Data` and `decisions_` a `Data` on Ray."""
+        edges = found.partition_map(["hub", "member"], _unique_edges).materialize()
+        self.candidate_pairs_ = edges.count()
+        plan = edges.partition_map(["hub"], _plan_rows).materialize()
+        hashes = plan.map_batches(_id_hashes).partition_map(["h"], _id_hashes).to_arrow()
+        hashes = np.sort(hashes["h"].to_numpy()) if hashes.num_rows else np.zeros(0, np.uint64)
+        docs = data.map_batches(_doc_payloads(hashes, self.ngram, self.verify, num_perm, self.seed))
+        rows = plan.union(docs).partition_map(["id"], _attach_payload)
+        cutoff = self.jaccard_cutoff() if self.verify else None
+        pairs = rows.partition_map(["hub", "block"], _score_plan(self.verify, cutoff)).materialize()
+        self.pairs_ = pairs
+        self.pairs_kept_ = pairs.count()
+        dec = keep_per_component_data(pairs).map_batches(_decision_rows)
+        self.decisions_ = dec.to_arrow() if isinstance(dec, LocalData) else dec
         return self
 
     def transform(self, batch: pa.Table) -> dict[str, pa.Array]:
@@ -278,7 +402,8 @@ class MinHashDedup(GlobalStage):
 
     def report(self) -> dict:
         check_fitted(self, "decisions_")
-        d = pl.from_arrow(self.decisions_)
+        d = pl.from_arrow(self.decisions_ if isinstance(self.decisions_, pa.Table) else
+                          _table(self.decisions_.to_arrow(), _DECISION_SCHEMA))
         removed = d.filter(pl.col("minhash_kept_id") != pl.col("id"))
         sizes = (d.filter(pl.col("minhash_kept_id") == pl.col("id"))
                  .group_by("minhash_cluster_size").agg(pl.len().alias("n")).sort("minhash_cluster_size"))
@@ -290,13 +415,19 @@ class MinHashDedup(GlobalStage):
             "jaccard_cutoff": self.jaccard_cutoff() if self.verify else None,
             "lsh_threshold_50pct": round((1.0 / b) ** (1.0 / r), 4),
             "p_candidate_at": {s: round(float(collision_probability(s, b, r)), 4) for s in (0.5, 0.7, 0.8, 0.9)},
-            "candidate_pairs": self.candidate_pairs_, "pairs_kept": self.pairs_.height,
+            "candidate_pairs": self.candidate_pairs_, "pairs_kept": self.pairs_kept_,
             "clusters": int(sizes["n"].sum()) if sizes.height else 0, "rows_removed": removed.height,
             "component_size_histogram": {int(s): int(n) for s, n in sizes.iter_rows()},
             "example_pairs": [{"id": i, "duplicate_of": k, "jaccard": round(j, 4) if j is not None else None}
                               for i, k, j in ex[pick].select("id", "minhash_kept_id", "minhash_jaccard").iter_rows()]
             if ex.height else [],
         }
+
+
+def _decision_rows(t: pa.Table) -> pa.Table:
+    if t.num_rows == 0 or "kept" not in t.column_names:
+        return _DECISION_SCHEMA.empty_table()
+    return t.select(["id", "kept", "jaccard", "size"]).rename_columns(_DECISION_SCHEMA.names).cast(_DECISION_SCHEMA)
 
 
 def _is_number(v) -> bool:
