@@ -32,9 +32,9 @@ def _client(args):
     return JobSubmissionClient(_address(args))
 
 
-MISSING_MODULE_HINT = ("a node of the cluster lacks tamis's packages (ModuleNotFoundError): start every node with "
-                       "the Ray of the environment tamis is installed in (`.venv/bin/ray start ...`, "
-                       "docs/scaling.md), or pass --pip for what is missing")
+MISSING_MODULE_HINT = ("a node of the cluster lacks tamis's packages (ModuleNotFoundError): start every node from "
+                       "the environment tamis is installed in (`source .venv/bin/activate; ray start ...`, or "
+                       "`.venv/bin/ray start ...` with .venv/bin first on PATH; docs/scaling.md)")
 
 
 def _missing_module(text: str | None) -> bool:

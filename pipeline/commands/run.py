@@ -1,6 +1,7 @@
 """`tamis run JOB.yaml [--input PATH ...] [--output DIR] [--address ADDR] [--restart] [--progress MODE]`."""
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -29,11 +30,13 @@ def run(args) -> int:
     from tamis.pipeline.commands.cluster import MISSING_MODULE_HINT, _missing_module
     from tamis.pipeline.report import format_table, load_reports
     from tamis.pipeline.runner.job import RunFailed, progress_mode, run_job
+    from tamis.pipeline.runner.session import check_address
     from tamis.pipeline.runner.stderr_filter import drop_harmless_ray_lines
     from tamis.pipeline.spec import load_job
 
     job = load_job(args.job, inputs=args.input, output=args.output, address=args.address,
                    text_column=args.text_column, id_column=args.id_column)
+    check_address(job.spec.ray.address or os.environ.get("RAY_ADDRESS"))  # before the run folder is made
     try:
         mode = progress_mode("none" if args.no_progress else args.progress)  # before stderr becomes a pipe
         with drop_harmless_ray_lines():

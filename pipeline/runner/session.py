@@ -29,8 +29,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
         return
     address = address or os.environ.get("RAY_ADDRESS")
     check_address(address)
-    if address:
-        use_cluster_token()
     quiet_ray(local=not address)
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
     # One library thread per worker (polars, BLAS, OpenMP, torch): Ray already runs one task per CPU,
@@ -82,14 +80,17 @@ def token_file() -> Path:
 
 
 def use_cluster_token() -> bool:
-    """Turn on Ray's token authentication for this client when a token is at hand.
+    """Turn on Ray's token authentication for a Ray Jobs client (`tamis submit|status|...`) when a
+    token is at hand.
 
     `ray start --head` turns token authentication on by itself when `~/.ray/auth_token` exists (an
     embedded `tamis run` writes one), but a client only sends the token when `RAY_AUTH_MODE=token`:
-    without it a token cluster refuses `tamis submit` / `tamis run --address`. So, as `ray start`
-    does, a token in `RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token` turns the mode on
-    here unless `RAY_AUTH_MODE` is set (a cluster without authentication ignores the token).
-    Returns whether the mode is token."""
+    without it a token cluster refuses `tamis submit`. So, as `ray start --head` does, a token in
+    `RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token` turns the mode on here unless
+    `RAY_AUTH_MODE` is set; the dashboard of a cluster without authentication ignores the header.
+    Not for a driver joining the GCS (`tamis run --address`): a token driver on a cluster without
+    authentication hangs (its workers call back without a token), so there the mode must match the
+    cluster's and a refusal says so (`auth_refused`). Returns whether the mode is token."""
     mode = os.environ.get("RAY_AUTH_MODE")
     if mode is not None:
         return mode.lower() == "token"
@@ -101,14 +102,18 @@ def use_cluster_token() -> bool:
 
 
 def auth_refused(address: str, error: Exception) -> str:
-    """One line for a cluster that refused this client's token (or its lack of one)."""
-    wrong = "invalid" in str(error).lower() or "forbidden" in str(error).lower()
+    """One line for a cluster that refused this client: what was (not) sent, and what to set."""
     have = next((k for k in AUTH_ENV if os.environ.get(k)), None) or (
         str(token_file()) if token_file().is_file() else None)
-    why = f"it refused the token from {have}" if wrong and have else "it requires a token and none was sent"
-    return (f"the Ray cluster at {address} uses token authentication and {why}: set RAY_AUTH_TOKEN to the "
-            f"head's token (`ray get-auth-token` on the head prints it; or copy the head's ~/.ray/auth_token, "
-            f"or set RAY_AUTH_TOKEN_PATH), with RAY_AUTH_MODE=token or unset (docs/scaling.md)")
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        why = "this client sent no token (RAY_AUTH_MODE is not 'token')"
+    elif have:
+        why = f"it refused the token from {have}"
+    else:
+        why = "no token was found here"
+    return (f"the Ray cluster at {address} uses token authentication and {why}: export RAY_AUTH_MODE=token "
+            f"RAY_AUTH_TOKEN=<the head's token> (`ray get-auth-token` on the head prints it; or copy the "
+            f"head's ~/.ray/auth_token, or set RAY_AUTH_TOKEN_PATH; docs/scaling.md)")
 
 
 def _auth_error(error: BaseException | None) -> BaseException | None:
