@@ -1,9 +1,11 @@
 """Connected components over an edge list of string ids (duplicate edges -> duplicate clusters),
 and the choice of one kept document per component.
 
-Ids are mapped to integers with one Arrow hash lookup, then `scipy.sparse.csgraph` labels the
-components in linear time. Memory is O(edges): this runs on one process, over the duplicate edges
-a dedup stage found, never over the whole corpus.
+In memory (`components`, `keep_per_component`): ids are mapped to integers with one Arrow hash
+lookup, then `scipy.sparse.csgraph` labels the components in linear time; memory is O(edges) in one
+process. Distributed (`connected_components_data`, `keep_per_component_data`): large-star /
+small-star rounds of `partition_map` over a `Data` of edges, the caller holding only summary rows.
+Both give the same components (labelled by their smallest id) and the same kept documents.
 """
 from __future__ import annotations
 
@@ -68,6 +70,7 @@ def keep_per_component(pairs: pl.DataFrame) -> pl.DataFrame:
 # --- distributed: the same components and keep rule over `Data`, nothing per edge on the driver ---
 
 LOCAL_EDGES = 1_000_000  # accepted pairs up to which `keep_per_component_data` collects and uses scipy
+LOCAL_DATA_EDGES = float("inf")  # the same for a `LocalData` input of MinHashDedup (in memory anyway)
 MAX_ROUNDS = 200
 
 _EDGES = pa.schema([("a", pa.string()), ("b", pa.string()), ("bad", pa.int64())])
@@ -157,7 +160,7 @@ def connected_components_data(edges, left: str = "a", right: str = "b", stats: d
     partition (a count of nodes not yet in star shape), so no edge reaches the caller. Edges with
     `left == right` are ignored. `stats`, if given, receives the number of rounds.
     """
-    cur = edges.map_batches(_rename(left, right)).materialize()
+    cur = edges.map_batches(_rename(left, right))
     rounds = 0
     while True:
         rounds += 1

@@ -9,9 +9,11 @@ anywhere but in the slice of a batch being processed:
    bucket's first document by the keep rule to each other member (not all pairs).
 3. Only documents in a candidate pair are shingled again (`map_batches`); each hub meets its members
    in a `groupby_map` group, which computes the true Jaccard of their shingle sets (`verify`) or the
-   MinHash estimate. The driver then joins pairs that pass into connected components; per component
-   the first document by (priority, id) is kept. Driver memory grows with the candidate pairs, i.e.
-   with the duplicates, not with the corpus (see docs/dedup.md).
+   MinHash estimate. Pairs that pass are joined into connected components; per component the first
+   document by (priority, id) is kept. Up to `components.LOCAL_EDGES` candidate pairs (and always
+   for `LocalData`) this tail runs on the driver (memory grows with the pairs); above it the pairs,
+   their verification, the components and the keep rule stay in `Data` and the driver holds 8 bytes
+   per candidate document plus summary rows (`_fit_distributed`, docs/dedup.md).
 """
 from __future__ import annotations
 
@@ -342,7 +344,8 @@ class MinHashDedup(GlobalStage):
         parts = max(1, math.ceil(data.count() * bands / GROUP_ROWS))
         keys = data.map_batches(_band_rows(self.ngram, bands, rows, self.seed, self.keep, parts))
         found = keys.groupby_map(["part"], _bucket_edges).materialize()
-        if found.count() > cc.LOCAL_EDGES:
+        limit = cc.LOCAL_DATA_EDGES if isinstance(data, LocalData) else cc.LOCAL_EDGES
+        if found.count() > limit:
             return self._fit_distributed(data, found, bands * rows)
         edges = _table(found.to_arrow(), _EDGE_SCHEMA)
         edges = pl.from_arrow(edges).unique(["hub", "member"])
@@ -368,7 +371,8 @@ class MinHashDedup(GlobalStage):
         """Above `components.LOCAL_EDGES` candidate rows: pairs, their verification, components and
         the keep rule stay in `Data`. The driver holds the distinct candidate documents' 64-bit id
         hashes (8 bytes per candidate document, sent to the map tasks that pick their payloads) and
-        a few summary rows per round; `pairs_` is then a `Data` and `decisions_` a `Data` on Ray."""
+        a few summary rows per round; `pairs_` is then None and `decisions_` a `Data` on Ray, which the
+        runner collects (one row per clustered document: `fits.decisions_ref`, `fit_state.save`)."""
         edges = found.partition_map(["hub", "member"], _unique_edges).materialize()
         self.candidate_pairs_ = edges.count()
         plan = edges.partition_map(["hub"], _plan_rows).materialize()
@@ -378,9 +382,9 @@ class MinHashDedup(GlobalStage):
         rows = plan.union(docs).partition_map(["id"], _attach_payload)
         cutoff = self.jaccard_cutoff() if self.verify else None
         pairs = rows.partition_map(["hub", "block"], _score_plan(self.verify, cutoff)).materialize()
-        self.pairs_ = pairs
+        self.pairs_ = None  # not kept: the runner saves fitted `Data` attributes by collecting them
         self.pairs_kept_ = pairs.count()
-        dec = keep_per_component_data(pairs).map_batches(_decision_rows)
+        dec = keep_per_component_data(pairs).map_batches(_decision_rows).materialize()
         self.decisions_ = dec.to_arrow() if isinstance(dec, LocalData) else dec
         return self
 
