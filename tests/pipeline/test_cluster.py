@@ -121,3 +121,68 @@ def test_submitted_jobs_get_one_library_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     env = runtime_env([], ship_code=True)["env_vars"]
     assert env["POLARS_MAX_THREADS"] == "1" and env["OMP_NUM_THREADS"] == "4"
+
+
+SLOW_PLUGIN = '''
+import time
+import pyarrow as pa
+import pyarrow.compute as pc
+from tamis.pipeline.stage import Scorer
+
+
+class SlowLen(Scorer):
+    """10 ms per row (1 s per input file): long enough to lose a node in the middle of the job."""
+    name = "slow_len"
+    columns = {"slow_len_chars": pa.int64()}
+
+    def score(self, batch):
+        time.sleep(0.01 * batch.num_rows)
+        return {"slow_len_chars": pc.cast(pc.utf8_length(batch["text"]), pa.int64())}
+'''
+
+
+def _worker_node_processes() -> list:
+    """The processes of the worker node the fixture started (its ports are its own), and their children."""
+    procs = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "min_worker_port=20500" in cmd or "20203" in cmd:
+                procs.update({p.pid: p for p in (proc, *proc.children(recursive=True))})
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return list(procs.values())
+
+
+def test_losing_a_whole_worker_node_mid_job_gives_the_same_output(cluster, shard_job, tmp_path, ray_session):
+    """Kill every process of the worker node while the job runs: Ray Data retries the lost tasks on
+    the head, and the curated ids equal a run that lost nothing. (Last in this file: the module's
+    cluster has one node afterwards.)"""
+    (tmp_path / "plug").mkdir()
+    (tmp_path / "plug" / "slowplug.py").write_text(SLOW_PLUGIN)
+    job = tmp_path / "job.yaml"
+    job.write_text(shard_job.read_text().replace("stages:\n", "stages:\n  - class: slowplug:SlowLen\n"))
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(tmp_path / "plug")}
+    run = tmp_path / "cluster-run"
+    proc = subprocess.Popen([sys.executable, "-m", "tamis.pipeline.cli", "run", str(job), "--output", str(run),
+                             "--address", f"127.0.0.1:{GCS_PORT}", "--no-progress"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((run / "_work" / "manifest").glob("stream-00/*.json")):  # the job is under way
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    victims = _worker_node_processes()
+    assert any("raylet" in " ".join(p.cmdline()) for p in victims), "the worker node's raylet was not found"
+    for p in victims:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    sys.path.insert(0, str(tmp_path / "plug"))
+    local = run_job(load_job(job, output=str(tmp_path / "local")), progress=False)
+    ids = lambda p: sorted(pl.read_parquet(p / "curated", columns=["id"])["id"].to_list())  # noqa: E731
+    summary, _ = load_reports(run)
+    assert summary["conservation"]["holds"] and summary["quarantined"] == 0
+    assert ids(run) == ids(tmp_path / "local") and summary["curated"] == local["curated"]
