@@ -159,9 +159,9 @@ def test_losing_a_whole_worker_node_mid_job_gives_the_same_output(cluster, shard
     the head, and the curated ids equal a run that lost nothing. (Last in this file: the module's
     cluster has one node afterwards.)"""
     (tmp_path / "plug").mkdir()
-    (tmp_path / "plug" / "slowplug.py").write_text(SLOW_PLUGIN)
+    (tmp_path / "plug" / "nodekillplug.py").write_text(SLOW_PLUGIN)
     job = tmp_path / "job.yaml"
-    job.write_text(shard_job.read_text().replace("stages:\n", "stages:\n  - class: slowplug:SlowLen\n"))
+    job.write_text(shard_job.read_text().replace("stages:\n", "stages:\n  - class: nodekillplug:SlowLen\n"))
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(tmp_path / "plug")}
     run = tmp_path / "cluster-run"
     proc = subprocess.Popen([sys.executable, "-m", "tamis.pipeline.cli", "run", str(job), "--output", str(run),
