@@ -128,6 +128,19 @@ def _pair_plan(edges: pl.DataFrame) -> pl.DataFrame:
     return plan.sort("key")
 
 
+def _payload(texts, ngram: int, verify: bool, num_perm: int, a, b) -> pa.LargeListArray:
+    """Per text, its unique shingle hashes (`verify`: for the exact Jaccard) or its MinHash
+    signature of `num_perm` values; the one payload both fit paths ship to the pair scorer."""
+    sh, counts = doc_shingles(texts, ngram)
+    if verify:
+        values, counts = unique_per_doc(sh, counts)
+    else:
+        values = signatures(sh, counts, a, b).ravel()
+        counts = np.full(len(texts), num_perm, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint64()))
+
+
 def _pair_payloads(plan: pl.DataFrame, ngram: int, verify: bool, num_perm: int, seed: int):
     """map_batches fn: for documents in the plan, one row per plan entry with the shingle set
     (verify) or the MinHash signature; other documents produce nothing."""
@@ -147,14 +160,7 @@ def _pair_payloads(plan: pl.DataFrame, ngram: int, verify: bool, num_perm: int, 
         if doc.shape[0] == 0:
             return _PAYLOAD_SCHEMA.empty_table()
         uniq, doc_pos = np.unique(doc, return_inverse=True)
-        sh, counts = doc_shingles(batch["text"].take(pa.array(uniq)), ngram)
-        if verify:
-            values, counts = unique_per_doc(sh, counts)
-        else:
-            values = signatures(sh, counts, a, b).ravel()
-            counts = np.full(uniq.shape[0], num_perm, np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        payload = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint64()))
+        payload = _payload(batch["text"].take(pa.array(uniq)), ngram, verify, num_perm, a, b)
         sel = plan_t.take(pa.array(rows, pa.int64()))
         return pa.table({"part": sel["part"], "g": sel["g"], "role": sel["role"], "id": sel["id"],
                          "payload": payload.take(pa.array(doc_pos, pa.int64()))}, schema=_PAYLOAD_SCHEMA)
@@ -239,14 +245,7 @@ def _doc_payloads(hashes: np.ndarray, ngram: int, verify: bool, num_perm: int, s
         sel = np.flatnonzero(hashes[pos] == bk) if len(hashes) else np.zeros(0, np.int64)
         if sel.shape[0] == 0:
             return _PLAN_SCHEMA.empty_table()
-        sh, counts = doc_shingles(batch["text"].take(pa.array(sel)), ngram)
-        if verify:
-            values, counts = unique_per_doc(sh, counts)
-        else:
-            values = signatures(sh, counts, a, b).ravel()
-            counts = np.full(sel.shape[0], num_perm, np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        payload = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint64()))
+        payload = _payload(batch["text"].take(pa.array(sel)), ngram, verify, num_perm, a, b)
         k = sel.shape[0]
         return pa.table({"id": ids.take(pa.array(sel)), "hub": pa.nulls(k, pa.string()), "block": pa.nulls(k, pa.int64()),
                          "role": pa.array(np.full(k, -1, np.int8)), "hub_priority": pa.nulls(k, pa.float64()),
