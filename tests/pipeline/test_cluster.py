@@ -21,13 +21,14 @@ GCS_PORT, DASHBOARD_PORT = 6391, 8291
 ADDRESS = f"http://127.0.0.1:{DASHBOARD_PORT}"
 
 
-def _kill_cluster(temp_dir: str) -> None:
-    """Stop only this test's Ray processes and their descendants (plain `ray stop` would also stop
-    the test session's Ray; killing only the matches would orphan the dashboard agents)."""
+def _kill_cluster(temp_dir: str, gcs_port: int = GCS_PORT) -> None:
+    """Stop only a test cluster's Ray processes (by its temp dir or GCS port) and their descendants
+    (plain `ray stop` would also stop the test session's Ray; killing only the matches would orphan
+    the dashboard agents). Also used by test_cluster_recipe.py."""
     procs = {}
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if any(temp_dir in part or f"{GCS_PORT}" == part.split(":")[-1] for part in proc.info["cmdline"] or []):
+            if any(temp_dir in part or str(gcs_port) == part.split(":")[-1] for part in proc.info["cmdline"] or []):
                 procs.update({p.pid: p for p in (proc, *proc.children(recursive=True))})
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass

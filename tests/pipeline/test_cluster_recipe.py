@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from test_cluster import _kill_cluster as kill_cluster
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,23 +28,6 @@ RAY_PORTS = {"head": ["--ray-client-server-port=20231", "--min-worker-port=20700
              "worker": ["--min-worker-port=20800", "--max-worker-port=20899", "--dashboard-agent-listen-port=20242",
                         "--metrics-export-port=20243", "--node-manager-port=20244", "--object-manager-port=20245",
                         "--runtime-env-agent-port=20246", "--dashboard-agent-grpc-port=20247"]}
-
-
-def _kill_cluster(temp_dir: str) -> None:
-    """Stop only this test's Ray processes (by its temp dir or GCS port) and their descendants."""
-    procs = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in part or part.split(":")[-1] == str(GCS) for part in proc.info["cmdline"] or []):
-                procs.update({p.pid: p for p in (proc, *proc.children(recursive=True))})
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    for proc in procs.values():
-        try:
-            proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    psutil.wait_procs(list(procs.values()), timeout=10)
 
 
 def recipe_blocks() -> dict[str, str]:
@@ -90,7 +73,7 @@ def recipe_cluster():
         yield {"blocks": blocks, "homes": homes, "out": out, "temp_dir": temp_dir}
     finally:
         for _ in range(2):  # a Ray Client server the head starts late can escape the first sweep
-            _kill_cluster(temp_dir)
+            kill_cluster(temp_dir, GCS)
             time.sleep(1)
         shutil.rmtree(root, ignore_errors=True)
 
