@@ -82,18 +82,20 @@ LocalPipelineExecutor([read(), MinhashDedupFilter(input_folder=out + "/ids"), Pa
 """
 
 
-def sample(n_docs: int, min_bytes: int, near_dups: float, seed: int = 0) -> pl.DataFrame:
-    """`n_docs` corpus documents of at least `min_bytes`; a share `near_dups` of them replaced by
-    copies of others with their middle word dropped (new ids), so dedup has work to do."""
-    df = pl.from_arrow(corpus_table(["id", "text"])).filter(pl.col("text").str.len_bytes() >= min_bytes)
+def sample(n_docs: int, min_bytes: int, max_bytes: int, near_dups: float, seed: int = 0) -> pl.DataFrame:
+    """`n_docs` corpus documents of `min_bytes` to `max_bytes`, drawn again under new ids when the
+    corpus has fewer (`near_dups == 0`); else distinct documents plus a share `near_dups` of copies
+    with their middle word dropped (new ids), so dedup has work to do."""
+    df = pl.from_arrow(corpus_table(["id", "text"])).filter(pl.col("text").str.len_bytes().is_between(min_bytes, max_bytes))
+    if near_dups == 0:
+        copies = [df.with_columns(pl.col("id") + f"#{k}") for k in range(-(-n_docs // df.height))]
+        return pl.concat(copies).sample(n_docs, seed=seed, shuffle=True)
     df = df.sample(min(n_docs, df.height), seed=seed, shuffle=True)
     k = int(near_dups * df.height)
-    if k:
-        words = [t.split(" ") for t in df["text"].head(k)]
-        near = pl.DataFrame({"id": df["id"].head(k) + "#near",
-                             "text": [" ".join(w[:len(w) // 2] + w[len(w) // 2 + 1:]) for w in words]})
-        df = pl.concat([df, near]).sample(fraction=1.0, seed=seed, shuffle=True)
-    return df
+    words = [t.split(" ") for t in df["text"].head(k)]
+    near = pl.DataFrame({"id": df["id"].head(k) + "#near",
+                         "text": [" ".join(w[:len(w) // 2] + w[len(w) // 2 + 1:]) for w in words]})
+    return pl.concat([df, near]).sample(fraction=1.0, seed=seed, shuffle=True)
 
 
 def run_pair(name: str, df: pl.DataFrame, shards: int, tmp: Path) -> dict:
@@ -119,7 +121,8 @@ def run_pair(name: str, df: pl.DataFrame, shards: int, tmp: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=20_000)
-    ap.add_argument("--min-bytes", type=int, default=1500, help="only corpus documents at least this long")
+    ap.add_argument("--min-bytes", type=int, default=1000, help="Gopher: corpus documents at least this long")
+    ap.add_argument("--max-bytes", type=int, default=20_000, help="Gopher: and at most this long")
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--jobs", default="gopher,minhash")
@@ -127,7 +130,8 @@ def main() -> int:
     args = ap.parse_args()
     report: dict = {}
     for name in args.jobs.split(","):
-        df = sample(args.docs, args.min_bytes, 0.1 if name == "minhash" else 0.0)
+        df = (sample(args.docs, args.min_bytes, args.max_bytes, 0.0) if name == "gopher"
+              else sample(args.docs, 200, 100_000, 0.1))
         mb = df["text"].str.len_bytes().sum() / 1e6
         runs = []
         for _ in range(args.repeats):

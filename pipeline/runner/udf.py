@@ -170,7 +170,7 @@ class StageUDF:
 PROGRESS_EVERY_S = 1.0
 # A stage without its own batch size sees slices of about this much text: Ray Data hands a whole read
 # unit (an input file, or 32 MiB of a big Parquet file) to a task as one block.
-SLICE_TEXT_BYTES = 8 << 20
+SLICE_TEXT_BYTES = 2 << 20
 
 
 def _text_bytes(batch: pa.Table) -> int:
