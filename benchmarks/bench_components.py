@@ -3,9 +3,9 @@ against the in-memory scipy path (`components`), and the driver's memory as edge
 
 Edges are generated inside Ray tasks (clusters of 9 documents chained by 8 edges, ids scrambled so
 that id order and chain order differ), so the driver never holds them on the distributed path. For
-each size: wall time and the driver's peak (tracemalloc peak of Python/Arrow-through-Python
-allocations, and peak RSS growth read from /proc after resetting it) for the distributed run, then
-the same for collecting the edges and running scipy on the driver.
+each size: wall time and the driver's peak RSS growth (read from /proc after resetting it) for the
+distributed run, then the same for collecting the edges and running scipy on the driver. (No
+tracemalloc: beside Ray's native threads it can crash the interpreter.)
 
     .venv/bin/python benchmarks/bench_components.py --edges 250000 1000000 [--cpus 2]
 """
@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import pyarrow as pa
@@ -61,14 +60,10 @@ def _reset_peak():
 def measure(fn):
     _reset_peak()
     rss0 = _rss_kb("VmRSS")
-    tracemalloc.start()
     t0 = time.perf_counter()
     out = fn()
     wall = time.perf_counter() - t0
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return out, {"wall_s": round(wall, 1), "tracemalloc_peak_mb": round(peak / 2**20, 1),
-                 "rss_peak_growth_mb": round((_rss_kb("VmHWM") - rss0) / 1024, 1)}
+    return out, {"wall_s": round(wall, 1), "rss_peak_growth_mb": round((_rss_kb("VmHWM") - rss0) / 1024, 1)}
 
 
 def main():

@@ -1,6 +1,7 @@
 """Web front end: `extract` (trafilatura / resiliparse main text) and `url_filter` (block lists)."""
 import gzip
 import json
+import signal
 from pathlib import Path
 
 import polars as pl
@@ -89,9 +90,27 @@ def test_non_pages_are_rejected_with_a_reason_and_empty_pages_as_emptied():
     assert st.extra["rows_emptied"] == 1
 
 
+def test_a_page_over_the_time_limit_is_rejected_as_extract_timeout_and_the_timer_is_cleared(sample):
+    """Real pages glued into one ~3 MB page take trafilatura well over 50 ms; the next page is not hit."""
+    pages = _pages(sample, n=6)["text"].to_pylist()
+    body = "".join(h.split("<body", 1)[-1].split("</body>")[0] for h in pages * 6)
+    huge = "<html><body" + body + "</body></html>"
+    batch = pa.table({"id": ["huge", "small"], "text": pa.array([huge, PAGE.format(i=1)], pa.large_string())})
+    stage = Extract(timeout_s=0.05)
+    out, _ = apply_stage(batch, "extract", stage, compile_rules(stage.default_rules()), stage.edit)
+    assert out["reject_reason"].to_pylist() == ["extract_timeout", None]
+    assert out["text"][0].as_py() == huge and out["text"][1].as_py().startswith("Paragraph")
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.default_int_handler)
+    assert Extract(timeout_s=None).edit(batch.slice(0, 1))["extract_skip"][0].as_py() is None
+
+
 def test_extract_validates_its_extractor():
     with pytest.raises(ValueError, match="extractor"):
         Extract(extractor="boilerpipe").validate()
+    for bad in (0, -1, "5", True):
+        with pytest.raises(ValueError, match="timeout_s"):
+            Extract(timeout_s=bad).validate()
 
 
 @pytest.mark.parametrize("url, norm", [
