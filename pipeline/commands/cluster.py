@@ -256,10 +256,11 @@ def stage_upload(files: list[str], workdir: Path) -> Path:
 
 def runtime_env(pip: list[str], ship_code: bool, working_dir: Path | None = None) -> dict:
     """Working dir = `working_dir` (the staged upload: job file, relative inputs); tamis's code as
-    py_modules; one library thread per Ray CPU (`session.THREAD_VARS`, or the values set here)."""
-    from tamis.pipeline.runner.session import THREAD_VARS
+    py_modules; one library thread per Ray CPU and Arrow's system allocator (`session.WORKER_ENV`, or
+    the values set here)."""
+    from tamis.pipeline.runner.session import WORKER_ENV
 
-    env: dict = {"env_vars": {k: os.environ.get(k, "1") for k in THREAD_VARS}}
+    env: dict = {"env_vars": {k: os.environ.get(k, v) for k, v in WORKER_ENV.items()}}
     if working_dir is not None:
         env["working_dir"] = str(working_dir)
     if ship_code:

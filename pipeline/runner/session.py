@@ -19,6 +19,10 @@ from tamis.pipeline.spec import SpecError
 # lost actor by itself (its defaults: `max_retries=-1`, `max_restarts=-1`); tamis passes no retry
 # arguments to `map_batches` (`ray_remote_args` is deprecated, removed in Ray 2.64).
 THREAD_VARS = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# The workers' environment: one library thread each (below), and Arrow's allocations from the system
+# allocator instead of jemalloc, which keeps freed pages: the Gopher job's peak went from 2.23-2.25 GB
+# to 2.12-2.15 GB at the same speed (docs/benchmarks.md, "Whole jobs").
+WORKER_ENV = {**{k: "1" for k in THREAD_VARS}, "ARROW_DEFAULT_MEMORY_POOL": "system"}
 TAMIS_ROOT = Path(__file__).resolve().parents[2]  # the checkout or site-packages folder holding tamis
 
 
@@ -35,7 +39,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     # and a thread pool per task on top oversubscribes the cores (1.23x -> 1.45x on 2 CPUs). A stage
     # that asks for more CPUs gets that many torch threads (`udf.StageUDF`); variables the driver
     # already has (a submitted job's runtime env, the user's shell) are left alone.
-    threads = {k: "1" for k in THREAD_VARS if k not in os.environ}
+    threads = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
     if address:
         if threads:
             kwargs["runtime_env"] = {"env_vars": threads}

@@ -122,6 +122,7 @@ def test_submitted_jobs_get_one_library_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     env = runtime_env([], ship_code=True)["env_vars"]
     assert env["POLARS_MAX_THREADS"] == "1" and env["OMP_NUM_THREADS"] == "4"
+    assert env["ARROW_DEFAULT_MEMORY_POOL"] == "system"
 
 
 SLOW_PLUGIN = '''
