@@ -6,9 +6,12 @@ sums them without holding one row per batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import polars as pl
 import pyarrow as pa
+
+from tamis.pipeline.export.tokenize import load_tokenizer
 
 SUMMARY_KEYS = ("status", "reject_stage", "reject_reason", "license", "source", "domain")
 
@@ -45,11 +48,39 @@ def merge_stats(entries, into: dict[str, BatchStats] | None = None) -> dict[str,
 
 
 N_EXAMPLES = 5
+WORDS = r"\S+"
 
 
-def summarize(batch: pa.Table) -> pa.Table:
-    """Rows, text bytes, whitespace tokens and the 5 smallest ids per (status, stage, reason, licence,
-    source, domain): small, and mergeable across batches (`merge_summaries`)."""
+@lru_cache(maxsize=2)
+def _tokenizer(path: str):
+    return load_tokenizer(path)
+
+
+def token_counts(texts: pl.Series, tokenizer: str | None = None) -> pl.Series:
+    """Tokens per text (null for a null text): of the job's `tokenizer` (a folder with `tokenizer.json`,
+    no special tokens added) when it names one, else whitespace-separated words."""
+    if tokenizer is None:
+        return texts.str.count_matches(WORDS).cast(pl.Int64)
+    enc = _tokenizer(tokenizer).encode_batch(texts.fill_null("").to_list(), add_special_tokens=False)
+    counts = pl.Series(texts.name, [len(e.ids) for e in enc], pl.Int64)
+    return counts.set(texts.is_null(), None) if texts.null_count() else counts
+
+
+def tokens_expr(tokenizer: str | None = None) -> pl.Expr:
+    """`token_counts` of the `text` column, as an expression for lazy scans."""
+    if tokenizer is None:
+        return pl.col("text").str.count_matches(WORDS).cast(pl.Int64)
+    return pl.col("text").map_batches(lambda s: token_counts(s, tokenizer), return_dtype=pl.Int64)
+
+
+def token_unit(tokenizer: str | None) -> str:
+    """What `tokens` counts, as reports say it."""
+    return f"tokens of {tokenizer}" if tokenizer else "whitespace-separated words"
+
+
+def summarize(batch: pa.Table, tokenizer: str | None = None) -> pa.Table:
+    """Rows, text bytes, tokens (`token_counts`) and the 5 smallest ids per (status, stage, reason,
+    licence, source, domain): small, and mergeable across batches (`merge_summaries`)."""
     df = pl.from_arrow(batch.select([c for c in ("id", "text", *SUMMARY_KEYS[1:]) if c in batch.column_names]))
     for c in SUMMARY_KEYS[3:]:
         if c not in df.columns:
@@ -59,7 +90,7 @@ def summarize(batch: pa.Table) -> pa.Table:
     df = df.with_columns(
         pl.when(pl.col("reject_stage").is_null()).then(pl.lit("curated")).otherwise(pl.lit("rejected")).alias("status"),
         pl.col("text").str.len_bytes().alias("bytes"),
-        pl.col("text").str.count_matches(r"\S+").alias("tokens"),
+        tokens_expr(tokenizer).alias("tokens"),
         pl.col("id").cast(pl.Utf8),
     )
     out = df.group_by(list(SUMMARY_KEYS)).agg(pl.len().alias("rows"), pl.col("bytes").sum(),

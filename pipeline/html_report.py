@@ -512,7 +512,9 @@ def render_html(summary: dict, stages: list[dict], what_if: dict | None = None, 
         parts.append(_what_if_panel(what_if, initial))
     prov = summary.get("provenance", {})
     if any(prov.values()):
-        parts.append("<section id='provenance'><h2>Provenance of the curated output</h2><div class='prov'>")
+        unit = (summary.get("tokens") or {}).get("unit", "whitespace-separated words")
+        parts.append("<section id='provenance'><h2>Provenance of the curated output</h2>"
+                     f"<p id='token-unit'>tokens: {_e(unit)}</p><div class='prov'>")
         for key, name in (("by_license", "licence"), ("by_source", "source"), ("by_domain", "domain")):
             if prov.get(key):
                 parts.append(f"<div id='prov-{name}'><h3>by {name}</h3>" + paged_table(

@@ -22,6 +22,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from tamis.pipeline.counts import token_unit, tokens_expr
+from tamis.pipeline.export.tokenize import TokenizerError, tokenizer_file
 from tamis.pipeline.rules import RuleError, compile_rule, compile_rules
 from tamis.pipeline.run_folder import RunFolder
 from tamis.pipeline.stage import GlobalStage
@@ -483,6 +485,7 @@ def build_reports(folder: RunFolder, job, result: dict, wall_s: float) -> dict:
                          "counted_from": "the Parquet files in curated/, rejected/ and quarantine/",
                          "manifests": listed},
         "stages": stage_rows,
+        "tokens": {"unit": token_unit(job.tokenizer), "tokenizer": job.tokenizer},
         "provenance": {"by_license": _group(cur, ["license"]), "by_source": _group(cur, ["source"]),
                        "by_domain": _group(cur, ["domain"])},
         "inputs": [{k: r[k] for k in ("file", "rows_read", "rows_ok", "rows_quarantined", "bytes_read")}
@@ -508,6 +511,18 @@ def _quarantine_errors(folder: RunFolder) -> dict:
     kinds = pl.concat([pl.scan_parquet(f).select(pl.col("error").str.split(":").list.first().alias("kind"))
                        for f in files]).group_by("kind").len()
     return {r["kind"]: int(r["len"]) for r in _collect(kinds).sort("len", descending=True).iter_rows(named=True)}
+
+
+def run_tokenizer(summary: dict) -> tuple[str | None, str]:
+    """The tokenizer a run's reports counted with (None: whitespace words) and how to name the unit;
+    whitespace words, said so, when that tokenizer is no longer where the run found it."""
+    tok = (summary.get("tokens") or {}).get("tokenizer")
+    if tok:
+        try:
+            tokenizer_file(tok)
+        except TokenizerError:
+            return None, f"{token_unit(None)} ({tok} not found; the run's own reports count its tokens)"
+    return tok, token_unit(tok)
 
 
 def load_reports(run_dir: Path | str) -> tuple[dict, list[dict]]:
@@ -636,10 +651,11 @@ def what_if(run_dir: Path | str, changes: dict[str, dict[str, str]]) -> dict:
     needed = sorted({c for st, new in changes.items() for k, t in {**next(s["keep"] for s in stages
                      if s["stage"] == st), **new}.items() for c in _rule_columns(k, t)} & columns)
     new, reason = _decision(stages, changes, columns)
+    tokenizer, unit = run_tokenizer(summary)
     lf = _outputs(folder, sorted({"reject_stage", "reject_reason", "source", "text", *needed})).select(
         _stage_index(names).alias("old"), new.alias("new"), reason.alias("reason"),
         pl.col("reject_reason").alias("old_reason"), pl.col("source").cast(pl.Utf8).fill_null("(none)"),
-        pl.col("text").str.count_matches(r"\S+").cast(pl.Int64).alias("tokens"))
+        tokens_expr(tokenizer).alias("tokens"))
     g = _collect(lf.group_by("old", "new", "reason", "old_reason", "source").agg(
         pl.len().alias("rows"), pl.col("tokens").sum()))
     n = len(names)
@@ -669,7 +685,7 @@ def what_if(run_dir: Path | str, changes: dict[str, dict[str, str]]) -> dict:
     return {"changes": changes, "rows": total(g),
             "kept": {"before": total(kept_b), "after": total(kept_a)},
             "tokens": {"before": total(kept_b, "tokens"), "after": total(kept_a, "tokens"),
-                       "unknown": total(unknown, "tokens")},
+                       "unknown": total(unknown, "tokens"), "unit": unit},
             "unknown": {"rows": total(unknown), "by_stage_that_rejected_them": {
                 names[int(k)]: int(v) for k, v in unknown.group_by("old").agg(pl.col("rows").sum()).sort("old").iter_rows()}},
             "newly_rejected": total(g.filter((pl.col("old") == n) & (pl.col("new") >= 0) & (pl.col("new") < n))),
@@ -689,6 +705,7 @@ def format_what_if(w: dict) -> str:
 
     row("kept rows", w["kept"]["before"], w["kept"]["after"])
     row("kept tokens", w["tokens"]["before"], w["tokens"]["after"])
+    lines.append(f"  (tokens: {w['tokens'].get('unit', token_unit(None))})")
     for s in w["stages"]:
         if s["rejected_before"] or s["rejected_after"] or s["changed"]:
             row(f"rejected at {s['stage']}{' *' if s['changed'] else ''}", s["rejected_before"], s["rejected_after"])
@@ -712,7 +729,7 @@ def format_what_if(w: dict) -> str:
 
 def what_if_data(run_dir: Path | str, stages: list[dict], max_rows: int = WHATIF_ROWS) -> dict:
     """What the HTML report's what-if sliders need, embedded in the page: per stored row its original
-    reject-stage index, whitespace tokens and source, the values of the columns that the simple
+    reject-stage index, tokens (`run_tokenizer`) and source, the values of the columns that the simple
     threshold rules (`rule_thresholds`) of the stages with sliders read, and for those stages' other
     rules whether the row passed them. At most `max_rows` rows: beyond, a hash sample of the ids
     (`sampled`: the page scales its counts by rows / sample and says so)."""
@@ -745,7 +762,7 @@ def what_if_data(run_dir: Path | str, stages: list[dict], max_rows: int = WHATIF
     if every > 1:
         lf = lf.filter(_row_hash("what-if") % every == 0)
     df = _collect(lf.select(_stage_index(names).alias("old"), pl.col("source").cast(pl.Utf8).fill_null("(none)"),
-                            pl.col("text").str.count_matches(r"\S+").cast(pl.Int64).alias("tokens"),
+                            tokens_expr(run_tokenizer(json.loads(folder.summary_file.read_text()))[0]).alias("tokens"),
                             *[pl.col(c).cast(pl.Float64) for c in sorted(cols)],
                             *[e.alias(k) for k, e in bits.items()]))
     sources = sorted(set(df["source"].to_list()))

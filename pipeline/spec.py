@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tamis.pipeline import registry
+from tamis.pipeline.export.tokenize import TokenizerError, load_tokenizer
 from tamis.pipeline.readers import InputError, expand_inputs, input_columns, input_fingerprint, reserved_renames
 from tamis.pipeline.rules import RuleError, compile_rules
 from tamis.pipeline.stage import GlobalStage, Resources, Stage
@@ -77,6 +78,9 @@ class JobSpec(_Strict):
     ray: RaySpec = Field(default_factory=RaySpec)
     read: ReadSpec = Field(default_factory=ReadSpec)
     stages: list[StageSpec] = Field(default_factory=list)
+    # A Hugging Face fast tokenizer (folder with tokenizer.json, or the file): reports count its tokens
+    # instead of whitespace-separated words (docs/reports.md).
+    tokenizer: str | None = None
     # A stage that fails on more than this share of its rows (in a batch of >= 20 rows, or over
     # the run) stops the job: that is a bug or a wrong setting, not bad data to quarantine.
     max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
@@ -118,6 +122,11 @@ class Job:
     def output(self) -> Path:
         return self.resolve(self.spec.output)
 
+    @property
+    def tokenizer(self) -> str | None:
+        """The job's tokenizer as an absolute path, or None (reports count whitespace words)."""
+        return str(self.resolve(self.spec.tokenizer)) if self.spec.tokenizer else None
+
     def resolve(self, p: str) -> Path:
         path = Path(os.path.expanduser(p))
         return path if path.is_absolute() else (Path.cwd() / path)
@@ -128,7 +137,7 @@ class Job:
         names the run folder's layout: a folder an older tamis left half-done is not resumed."""
         return {"layout": RUN_LAYOUT, "fields": self.spec.fields.model_dump(), "read": self.spec.read.model_dump(),
                 "inputs": [input_fingerprint(p, self.spec.read.fingerprint) for p in self.input_files],
-                "stages": [s.to_dict() for s in self.stages]}
+                "stages": [s.to_dict() for s in self.stages], **({"tokenizer": self.tokenizer} if self.tokenizer else {})}
 
 
 def _fmt_loc(loc: tuple) -> str:
@@ -263,6 +272,11 @@ def load_job(path: str | Path, inputs: list[str] | None = None, output: str | No
         raise SpecError(str(e)) from None
     _check_output_apart(job, path)
     check_rule_columns(job)
+    if job.tokenizer:
+        try:
+            load_tokenizer(job.tokenizer)
+        except TokenizerError as e:
+            raise SpecError(f"{path}: tokenizer: {str(e).removeprefix('--tokenizer ')}") from None
     return job
 
 

@@ -232,7 +232,7 @@ def execute(job: Job, folder: RunFolder, progress: bool | str = True) -> dict:
             later = [p.name for hs, sc in streams[s + 1:] for p in (*hs, *sc) if p.index >= 0]
             desc = f"{names or 'read'} (then {later[0] if later else 'write'})" if names or later else "write"
             _drain(ds.map_batches(write_stream, fn_args=(run_dir, stream, unit_col, target, text_field,
-                                                         id_field, pad), batch_format="pyarrow"),
+                                                         id_field, pad, job.tokenizer), batch_format="pyarrow"),
                    progress, desc, total, manifest, noted)
         if not last:
             units = sorted(f for e in folder.manifest(stream).entries() for f in e["files"]

@@ -60,14 +60,14 @@ def _final_files(batch: pa.Table, folder: RunFolder, name: str, text_field: str,
 
 
 def write_stream(batch: pa.Table, run_dir: str, stream: str, unit_col: str, target: str,
-                 text_field: str, id_field: str | None, pad: tuple = ()) -> pa.Table:
+                 text_field: str, id_field: str | None, pad: tuple = (), tokenizer: str | None = None) -> pa.Table:
     """Sink of a stream: per input unit in the batch, write its rows and record a manifest entry.
 
     `target` is "final" (curated/ + rejected/) or a segment folder before a global stage. Rows that
     are already rejected skip the segment: they go to rejected/ now, with typed null columns `pad`
     ((name, type) of every later stage's output) so that all of rejected/ shares one schema, and only
     live rows are written again and again through the global stages. The stage counters the batch
-    carries are recorded with its first unit.
+    carries are recorded with its first unit. Summaries count tokens of `tokenizer` if named.
     """
     folder = RunFolder(run_dir)
     batch, carried = pop_stats(with_reject_columns(batch))
@@ -82,7 +82,7 @@ def write_stream(batch: pa.Table, run_dir: str, stream: str, unit_col: str, targ
         nbytes = part.column("text").nbytes if "text" in part.column_names else 0  # for the progress
         if target == "final":
             files = _final_files(part, folder, name, text_field, id_field)
-            manifest.record(unit, key, part.num_rows, files, summarize(part), stages, text_bytes=nbytes)
+            manifest.record(unit, key, part.num_rows, files, summarize(part, tokenizer), stages, text_bytes=nbytes)
             stages = None
             continue
         live = live_mask(part)
@@ -92,7 +92,7 @@ def write_stream(batch: pa.Table, run_dir: str, stream: str, unit_col: str, targ
             for col, typ in pad:
                 if col not in dead.column_names:
                     dead = dead.append_column(col, pa.nulls(dead.num_rows, typ))
-            files, summary = _final_files(dead, folder, name, text_field, id_field), summarize(dead)
+            files, summary = _final_files(dead, folder, name, text_field, id_field), summarize(dead, tokenizer)
             alive = part.filter(live)
         if alive.num_rows:
             path = folder.path(target) / name

@@ -419,3 +419,38 @@ def test_embedded_workers_get_one_library_thread_and_the_system_arrow_allocator(
 
     assert ray.get(worker_env.remote()) == (os.environ.get("POLARS_MAX_THREADS", "1"),
                                             os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "system"))
+
+
+def test_a_job_tokenizer_makes_reports_count_its_tokens(ray_session, corpus_dir, tmp_path):
+    """`tokenizer:` in a job: stage reports, provenance and what-if count tokens of that tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from tamis.pipeline.report import what_if
+
+    table = pq.read_table(corpus_dir / "fortunes.parquet", columns=["id", "text", "source", "license"]).slice(0, 300)
+    pq.write_table(table, tmp_path / "in.parquet")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(table["text"].to_pylist(), trainers.BpeTrainer(
+        vocab_size=500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    (tmp_path / "tok").mkdir()
+    tok.save(str(tmp_path / "tok" / "tokenizer.json"))
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"inputs: [{tmp_path / 'in.parquet'}]\noutput: {tmp_path / 'run'}\ntokenizer: {tmp_path / 'tok'}\n"
+                    "stages:\n  - use: gopher_quality\n    keep: default\n")
+    summary = run_job(load_job(spec), progress=False)
+    count = {r["id"]: len(e.ids) for r, e in zip(table.to_pylist(), tok.encode_batch(
+        table["text"].to_pylist(), add_special_tokens=False))}
+    curated = pl.read_parquet(tmp_path / "run" / "curated")["id"].to_list()
+    assert summary["tokens"]["unit"] == f"tokens of {tmp_path / 'tok'}"
+    assert 0 < len(curated) < table.num_rows
+    stage = load_reports(tmp_path / "run")[1][0]
+    assert stage["tokens_in"] == sum(count.values()) != sum(len(t.split()) for t in table["text"].to_pylist())
+    assert stage["tokens_out"] == sum(count[i] for i in curated)
+    assert sum(v["tokens"] for v in summary["provenance"]["by_source"].values()) == stage["tokens_out"]
+    w = what_if(tmp_path / "run", {"gopher_quality": {}})
+    assert w["tokens"]["before"] == stage["tokens_out"] and w["tokens"]["unit"] == summary["tokens"]["unit"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(spec.read_text().replace(str(tmp_path / "tok"), str(tmp_path / "nowhere")))
+    with pytest.raises(SpecError, match=r"bad.yaml: tokenizer: .*nowhere: no tokenizer.json"):
+        load_job(bad)
