@@ -20,7 +20,8 @@ the runner rejects it as `emptied`; a page the extractor fails on gets `extract_
 spends more than `timeout_s` seconds on (default 5; DataTrove's sandbox default is 1) gets
 `extract_timeout`: a pathological page cannot hold a worker. The limit is a SIGALRM timer in the
 worker's main thread (where Ray runs tasks), checked between Python bytecodes: a single C call of
-the parser is not interrupted, and where a stage runs off the main thread no limit applies.
+the parser is not interrupted, and where a stage runs off the main thread (or another alarm is armed)
+no limit applies.
 
 The HTML is dropped once extracted; `keep_original: true` keeps it in `text_original`.
 """
@@ -50,8 +51,10 @@ def _on_alarm(signum, frame):
 
 
 def can_time_out() -> bool:
-    """SIGALRM reaches only the main thread, so a page timer works only there."""
-    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    """SIGALRM reaches only the main thread, so a page timer works only there, and only when no one
+    else's alarm is armed (ours would cancel it)."""
+    return (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+            and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
 
 
 def skip_reason(status: int | None, content_type: str | None, warc_type: str | None) -> str | None:
@@ -110,7 +113,7 @@ class Extract(Editor):
         col = {c: batch[c].to_pylist() if c in names else [None] * n for c in ("http_status", "content_type", "warc_type")}
         timed = bool(self.timeout_s) and can_time_out()
         if self.timeout_s and not timed and not getattr(self, "_warned", False):
-            log.warning("extract: timeout_s is not enforced off the main thread")
+            log.warning("extract: timeout_s is not enforced off the main thread or under another alarm")
             self._warned = True
         previous = signal.signal(signal.SIGALRM, _on_alarm) if timed else None
         texts, skips = [], []

@@ -103,6 +103,12 @@ def test_a_page_over_the_time_limit_is_rejected_as_extract_timeout_and_the_timer
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.default_int_handler)
     assert Extract(timeout_s=None).edit(batch.slice(0, 1))["extract_skip"][0].as_py() is None
+    signal.setitimer(signal.ITIMER_REAL, 60)  # someone else's alarm: left armed, no page limit
+    try:
+        assert stage.edit(batch.slice(0, 1))["extract_skip"][0].as_py() is None
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 60
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def test_extract_validates_its_extractor():
