@@ -61,7 +61,9 @@ def token_counts(texts: pl.Series, tokenizer: str | None = None) -> pl.Series:
     no special tokens added) when it names one, else whitespace-separated words."""
     if tokenizer is None:
         return texts.str.count_matches(WORDS).cast(pl.Int64)
-    enc = _tokenizer(tokenizer).encode_batch(texts.fill_null("").to_list(), add_special_tokens=False)
+    tok = _tokenizer(tokenizer)
+    fast = getattr(tok, "encode_batch_fast", tok.encode_batch)  # no offsets: ~1.5x faster where it exists
+    enc = fast(texts.fill_null("").to_list(), add_special_tokens=False)
     counts = pl.Series(texts.name, [len(e.ids) for e in enc], pl.Int64)
     return counts.set(texts.is_null(), None) if texts.null_count() else counts
 
