@@ -82,14 +82,18 @@ def vocab_size(tok) -> int:
     return tok.get_vocab_size(with_added_tokens=True)
 
 
+def encode_ids(tok, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
+    """The token ids of each text, in one batch call; without character offsets where the tokenizers
+    version can (`encode_batch_fast`, >= 0.21): 1.5x less CPU on sotu + fortunes with a 16k BPE."""
+    fast = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    return [e.ids for e in fast(texts, add_special_tokens=add_special_tokens)]
+
+
 def encode(tok, texts: list[str], eos: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     """(flat tokens, tokens per document) of `texts`, each encoded as `tok.encode(text).ids` (the
     tokenizer's own special tokens, e.g. a BOS, included) followed by `eos` unless it already ends so.
-    One `encode_batch` call; the per-document work left in Python is reading each encoding's ids."""
-    # no character offsets (tokenizers >= 0.21): 1.5x less CPU on sotu + fortunes with a 16k BPE
-    fast = getattr(tok, "encode_batch_fast", tok.encode_batch)
-    encs = fast(texts)
-    ids = [e.ids for e in encs]
+    One `encode_ids` call; the per-document work left in Python is reading each encoding's ids."""
+    ids = encode_ids(tok, texts)
     lens = np.fromiter(map(len, ids), np.int64, count=len(ids))
     flat = np.fromiter(chain.from_iterable(ids), np.int64, count=int(lens.sum()))
     ends = np.cumsum(lens)
